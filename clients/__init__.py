@@ -1,0 +1,1 @@
+"""Flower ClientApps of fl-election: the honest worker and the Byzantine mods."""

@@ -1,0 +1,132 @@
+"""Robust aggregators for real-valued baselines and a vote-agreement metric.
+
+The coordinate-wise median of full float32 gradients is the FGM baseline of Sohn, Han, Choi,
+Moon, "Election Coding for Distributed Learning: Protecting SignSGD against Byzantine Attacks",
+NeurIPS 2020, arXiv:1910.06093 (Appendix A.4(c)); the trimmed mean is the other classic
+coordinate-wise rule (Yin et al., ICML 2018).  :func:`vote_agreement` measures how often each
+worker's sign vote agrees with the elected result, a metric the strategy logs.
+
+Aggregators know nothing about attacks: they see only the stacked replies.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["coordinate_median", "trimmed_mean", "vote_agreement"]
+
+FloatArray = npt.NDArray[np.floating]
+
+
+def _check_stack(stack: object) -> npt.NDArray[np.floating]:
+    """Return ``stack`` as a floating ``(n, d)`` array, rejecting rows that contain NaN."""
+    if not isinstance(stack, np.ndarray):
+        raise ValueError(f"stack must be a numpy array, got {type(stack).__name__}")
+    if stack.ndim != 2:
+        raise ValueError(f"stack must be 2-D (workers x coordinates), got shape {stack.shape}")
+    if stack.shape[0] == 0:
+        raise ValueError("stack must hold at least one worker's row")
+    if np.issubdtype(stack.dtype, np.floating):
+        values = stack
+    elif np.issubdtype(stack.dtype, np.integer) or stack.dtype == np.bool_:
+        values = stack.astype(np.float64)
+    else:
+        raise ValueError(f"stack must be numeric, got dtype {stack.dtype}")
+    nan_rows = np.flatnonzero(np.isnan(values).any(axis=1))
+    if nan_rows.size:
+        raise ValueError(f"stack rows {nan_rows.tolist()} contain NaN")
+    return values
+
+
+def coordinate_median(stack: np.ndarray) -> FloatArray:
+    """Return the coordinate-wise median of the workers' vectors (the FGM aggregator).
+
+    With an even number of rows the median is the mean of the two middle values, as in
+    :func:`numpy.median`.  Infinite entries are allowed (the median is robust to them); NaN is
+    not, because NaN has no place in an ordering.
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        ``(n, d)`` array, one row per worker; integer input is promoted to float64.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d,)`` median, in the floating dtype of ``stack``.
+    """
+    values = _check_stack(stack)
+    return np.asarray(np.median(values, axis=0), dtype=values.dtype)
+
+
+def trimmed_mean(stack: np.ndarray, beta: float) -> FloatArray:
+    """Return the coordinate-wise trimmed mean of the workers' vectors.
+
+    On every coordinate the ``t = floor(beta * n)`` largest and ``t`` smallest values are
+    dropped and the remaining ``n - 2t`` averaged (the convention of
+    :func:`scipy.stats.trim_mean` and Flower's ``FedTrimmedAvg``).
+
+    Parameters
+    ----------
+    stack : numpy.ndarray
+        ``(n, d)`` array, one row per worker; integer input is promoted to float64.
+    beta : float
+        Fraction trimmed from each end, ``0 <= beta < 0.5``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(d,)`` trimmed mean, in the floating dtype of ``stack``.
+    """
+    if (
+        not isinstance(beta, numbers.Real)
+        or isinstance(beta, bool)
+        or not math.isfinite(beta)
+        or not 0 <= beta < 0.5
+    ):
+        raise ValueError(f"beta must be a number in [0, 0.5), got {beta!r}")
+    values = _check_stack(stack)
+    n = values.shape[0]
+    trim = int(math.floor(beta * n))
+    if trim == 0:
+        return np.asarray(values.mean(axis=0), dtype=values.dtype)
+    # Partitioning at both cut points puts the kept n - 2t values between them, unsorted;
+    # O(n d) instead of a full sort.
+    kept = np.partition(values, (trim, n - trim - 1), axis=0)[trim : n - trim]
+    return np.asarray(kept.mean(axis=0), dtype=values.dtype)
+
+
+def vote_agreement(votes: np.ndarray, result: np.ndarray) -> npt.NDArray[np.float64]:
+    """Return, per worker, the fraction of coordinates where its vote equals the result.
+
+    Parameters
+    ----------
+    votes : numpy.ndarray
+        ``(n, d)`` integer votes in {-1, 0, +1} (0 = abstain).
+    result : numpy.ndarray
+        ``(d,)`` integer elected sign vector.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float64 fractions in ``[0, 1]``; an abstention counts as agreeing only where the
+        result is 0 too.
+    """
+    if not isinstance(votes, np.ndarray) or votes.ndim != 2:
+        raise ValueError("votes must be a 2-D numpy array (workers x coordinates)")
+    if not isinstance(result, np.ndarray) or result.ndim != 1:
+        raise ValueError("result must be a 1-D numpy array")
+    for label, array in (("votes", votes), ("result", result)):
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"{label} must have an integer dtype, got {array.dtype}")
+    if votes.shape[1] != result.shape[0]:
+        raise ValueError(
+            f"votes have {votes.shape[1]} coordinates, but result has {result.shape[0]}"
+        )
+    if result.shape[0] == 0:
+        raise ValueError("votes and result must have at least one coordinate")
+    return np.asarray((votes == result).mean(axis=1), dtype=np.float64)

@@ -1,0 +1,690 @@
+"""Exact Byzantine-tolerance certificates and attack analysis for allocation codes.
+
+Implements the tolerance condition of Sohn, Han, Choi, Moon, "Election Coding for Distributed
+Learning: Protecting SignSGD against Byzantine Attacks", NeurIPS 2020 (arXiv:1910.06093), as
+distilled in the project SPEC (section 2).
+
+For one coordinate, partition ``j`` carries the sign ``m_j`` in {+1, -1}; worker ``i`` sends its
+local majority ``c_i = sign(G_i . m)`` (a tie gives 0, the worker abstains) and the master takes
+``v = sign(sum_i c_i)``. The target is ``mu = sign(sum_j m_j)``; by symmetry only patterns with
+``mu = +1`` are checked. With ``C`` the number of workers whose vote equals ``mu`` and ``W`` the
+number whose vote is ``-mu``, the worst ``b`` colluding Byzantines take over ``b`` correct voters
+and send ``-mu``, so the vote survives iff ``C - W >= 2b + 1``. A code is *perfectly
+b-tolerant* iff that holds for every pattern.
+
+Conventions used throughout this module:
+
+* ``worst_margin = min over patterns of (C - W - 2b)``; the code is b-tolerant iff
+  ``worst_margin >= 1``.
+* For even ``k`` the patterns with ``sum(m) = 0`` have no defined target and are skipped.
+* ``C - W`` is monotone non-decreasing in every ``m_j`` (``G`` is non-negative), so its minimum
+  over ``{m : sum(m) > 0}`` is attained on the *minimal majority layer*: the patterns with
+  exactly ``t = k // 2 + 1`` entries ``+1``. Enumeration, the integer program and the sampled
+  estimate all work on that layer, which is exact and ``C(k, t) / 2^(k-1)`` times smaller.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import operator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fl_election.codes import AllocationCode
+
+__all__ = [
+    "CERTIFY_METHODS",
+    "Certificate",
+    "certify",
+    "enumerate_violations",
+    "max_tolerance",
+    "minimal_majority_layer",
+    "worst_byzantine_set",
+    "wrong_vote_probability",
+]
+
+CertifyMethod = Literal["auto", "enumeration", "milp", "sampled"]
+CERTIFY_METHODS: tuple[str, ...] = ("auto", "enumeration", "milp", "sampled")
+
+#: ``method="auto"`` enumerates when ``C(k, k//2+1) * n`` is at most this many vote evaluations
+#: (k = 24 with n = 25 is 6.2e7; k = 26 with n = 26 is 2.5e8), and solves a MILP beyond.
+ENUMERATION_LIMIT = 300_000_000
+#: Elements (pattern x worker) held in memory at once by the chunked enumeration.
+_CHUNK_ELEMENTS = 1 << 22
+#: Confidence attached to a sampled certificate that found no violation (rule of three).
+SAMPLED_CONFIDENCE = 0.95
+#: Default number of sampled patterns for ``method="sampled"``.
+DEFAULT_SAMPLES = 100_000
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Result of :func:`certify`: is a code perfectly ``b``-tolerant, and why (not).
+
+    Parameters
+    ----------
+    b : int
+        Number of Byzantine workers checked against.
+    tolerant : bool
+        ``True`` iff ``C - W >= 2b + 1`` for every checked sign pattern with ``mu = +1``.
+    worst_margin : int
+        ``min over patterns of (C - W - 2b)``; tolerant iff ``worst_margin >= 1``. For a sampled
+        certificate this is the minimum over the sampled patterns only (an upper bound on the
+        true value).
+    witness_pattern : tuple of int or None
+        A pattern ``m`` in ``{+1, -1}^k`` with ``sum(m) > 0`` that breaks the code (``None`` when
+        tolerant). It attains ``worst_margin``.
+    witness_byzantine : tuple of int or None
+        The ``b`` workers the adversary takes over for ``witness_pattern`` (sorted): workers whose
+        local vote equals ``mu``, then (only if fewer than ``b`` vote ``mu``) abstainers, then
+        wrong voters. ``None`` when tolerant.
+    exact : bool
+        ``True`` when every pattern was covered (enumeration or MILP), ``False`` for a sampled
+        estimate. A sampled certificate that found a witness still proves non-tolerance.
+    method : str
+        ``"enumeration"``, ``"milp"`` or ``"sampled"``.
+    confidence : float or None (default: None)
+        Sampled only: confidence of the statement "fewer than ``3 / samples`` of the
+        minimal-majority patterns break the code" when no violation was found.
+    samples : int or None (default: None)
+        Sampled only: number of patterns drawn.
+    """
+
+    b: int
+    tolerant: bool
+    worst_margin: int
+    witness_pattern: tuple[int, ...] | None
+    witness_byzantine: tuple[int, ...] | None
+    exact: bool
+    method: str
+    confidence: float | None = None
+    samples: int | None = None
+
+    def __str__(self) -> str:
+        """Return a plain-language summary of the certificate."""
+        verdict = "perfectly" if self.tolerant else "NOT"
+        lines = []
+        if self.exact:
+            lines.append(
+                f"{verdict} {self.b}-tolerant (exact, {self.method}); "
+                f"worst margin C - W - 2b = {self.worst_margin} (needs >= 1)"
+            )
+        elif self.tolerant:
+            bound = 3.0 / self.samples if self.samples else float("nan")
+            conf = self.confidence if self.confidence is not None else SAMPLED_CONFIDENCE
+            lines.append(
+                f"SAMPLED ESTIMATE, not a proof: no violation of {self.b}-tolerance in "
+                f"{self.samples} random minimal-majority patterns; with {conf:.0%} confidence "
+                f"fewer than {bound:.2g} of those patterns break the code; smallest sampled "
+                f"margin C - W - 2b = {self.worst_margin}"
+            )
+        else:
+            lines.append(
+                f"NOT {self.b}-tolerant (sampled search found a breaking pattern, which is a "
+                f"proof); smallest sampled margin C - W - 2b = {self.worst_margin}"
+            )
+        if self.witness_pattern is not None:
+            signs = "".join("+" if s > 0 else "-" for s in self.witness_pattern)
+            lines.append(f"  witness pattern m = {signs}")
+            lines.append(f"  Byzantine workers = {list(self.witness_byzantine or ())}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_matrix(code: AllocationCode) -> NDArray[np.uint8]:
+    return code.matrix
+
+
+def _check_b(b: int, n: int) -> int:
+    try:
+        b_int = operator.index(b)
+    except TypeError:
+        raise ValueError(f"b must be an integer, got {b!r}") from None
+    if isinstance(b, bool) or b_int < 0 or 2 * b_int >= n:
+        raise ValueError(f"b must satisfy 0 <= b < n/2 (n = {n}), got b = {b!r}")
+    return b_int
+
+
+def _threshold_positives(k: int) -> int:
+    """Smallest number of +1 entries giving ``sum(m) > 0`` (the minimal majority layer)."""
+    return k // 2 + 1
+
+
+def _votes(matrix: NDArray[np.uint8], positives: NDArray[np.uint8]) -> NDArray[np.int8]:
+    """Local votes ``c_i`` for 0/1 positive-indicator rows ``positives`` (shape ``(N, k)``).
+
+    Returns an ``(N, n)`` int8 array in {-1, 0, +1}.
+    """
+    hits = positives.astype(np.float32) @ matrix.T.astype(np.float32)
+    loads = matrix.sum(axis=1).astype(np.float32)
+    return np.sign(2.0 * hits - loads).astype(np.int8)
+
+
+def minimal_majority_layer(k: int) -> NDArray[np.uint8]:
+    """All 0/1 indicators of ``+1`` positions on the minimal majority layer.
+
+    Parameters
+    ----------
+    k : int
+        Number of partitions.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C(k, k//2+1), k)`` uint8 array; row ``r`` marks the ``+1`` entries of a pattern with
+        exactly ``k // 2 + 1`` positives (the hardest patterns with ``mu = +1``).
+    """
+    return _layer_cached(k).copy()
+
+
+@lru_cache(maxsize=8)
+def _layer_cached(k: int) -> NDArray[np.uint8]:
+    t = _threshold_positives(k)
+    combos = np.array(list(itertools.combinations(range(k), t)), dtype=np.intp)
+    out = np.zeros((len(combos), k), dtype=np.uint8)
+    out[np.arange(len(combos))[:, None], combos] = 1
+    return out
+
+
+@lru_cache(maxsize=16)
+def _bit_table(width: int) -> tuple[NDArray[np.uint8], NDArray[np.intp]]:
+    """All ``2**width`` bit vectors (row ``v`` is the binary expansion of ``v``) and popcounts."""
+    values = np.arange(1 << width, dtype=np.int64)
+    bits = ((values[:, None] >> np.arange(width)) & 1).astype(np.uint8)
+    return bits, bits.sum(axis=1).astype(np.intp)
+
+
+def _pattern_from_positives(positives: NDArray[np.uint8]) -> tuple[int, ...]:
+    return tuple(int(v) for v in (2 * positives.astype(np.int64) - 1))
+
+
+def _byzantine_for(votes: NDArray[np.int8], b: int, loads: NDArray[np.int64]) -> tuple[int, ...]:
+    """The ``b`` workers the worst adversary takes over: correct voters first (higher load first)."""
+    order = sorted(range(len(votes)), key=lambda i: (-int(votes[i]), -int(loads[i]), i))
+    return tuple(sorted(order[:b]))
+
+
+# --------------------------------------------------------------------------- exact engines
+
+
+def _enumerate_min(
+    matrix: NDArray[np.uint8], threshold: int | None = None, cap: int = 0
+) -> tuple[int, NDArray[np.uint8]]:
+    """Exact ``min (C - W)`` over the minimal majority layer, by chunked vectorized enumeration.
+
+    The ``k`` positions are split into a low half and a high half; for every split of the ``t``
+    positives between the halves, the per-worker hit counts of both halves are tabulated once and
+    combined by broadcasting, so the work is ``C(k, t) * n`` small-integer additions.
+
+    Returns the minimum and the 0/1 positives indicator of a minimizing pattern; with a
+    ``threshold``, returns instead the minimum and up to ``cap`` violating patterns (rows).
+    """
+    n, k = matrix.shape
+    t = _threshold_positives(k)
+    low_width = k // 2
+    high_width = k - low_width
+    low_bits, low_pop = _bit_table(low_width)
+    high_bits, high_pop = _bit_table(high_width)
+    loads = matrix.sum(axis=1).astype(np.int64)
+    wide = 2 * k + int(loads.max()) >= 127
+    dtype = np.int16 if wide else np.int8
+    # 2 * hits - load, split as (2 * low_hits - load) + 2 * high_hits.
+    low_part = (2 * (low_bits.astype(np.int64) @ matrix[:, :low_width].T.astype(np.int64))
+                - loads).astype(dtype)
+    high_part = (2 * (high_bits.astype(np.int64) @ matrix[:, low_width:].T.astype(np.int64))
+                 ).astype(dtype)
+    best = n + 1
+    best_pos: NDArray[np.uint8] = np.ones(k, dtype=np.uint8)
+    found: list[NDArray[np.uint8]] = []
+    for high_count in range(max(0, t - low_width), min(high_width, t) + 1):
+        high_idx = np.flatnonzero(high_pop == high_count)
+        low_idx = np.flatnonzero(low_pop == t - high_count)
+        if high_idx.size == 0 or low_idx.size == 0:
+            continue
+        low_block = low_part[low_idx]
+        rows = max(1, _CHUNK_ELEMENTS // (low_idx.size * n))
+        for start in range(0, high_idx.size, rows):
+            chunk = high_idx[start : start + rows]
+            local = high_part[chunk][:, None, :] + low_block[None, :, :]
+            margin = np.sign(local).sum(axis=2, dtype=np.int32)
+            flat = int(np.argmin(margin))
+            value = int(margin.flat[flat])
+            if value < best:
+                best = value
+                hi_row, lo_row = divmod(flat, low_idx.size)
+                best_pos = np.concatenate(
+                    [low_bits[low_idx[lo_row]], high_bits[chunk[hi_row]]]
+                ).astype(np.uint8)
+            if threshold is not None and value < threshold and len(found) < cap:
+                hi_rows, lo_rows = np.nonzero(margin < threshold)
+                take = slice(0, cap - len(found))
+                found.extend(
+                    np.concatenate(
+                        [low_bits[low_idx[lo_rows[take]]], high_bits[chunk[hi_rows[take]]]],
+                        axis=1,
+                    )[:, None, :]
+                )
+    if threshold is not None:
+        if best >= threshold:
+            return best, np.zeros((0, k), dtype=np.uint8)
+        rows = np.concatenate([best_pos[None, :], *found]) if found else best_pos[None, :]
+        return best, rows[: max(cap, 1)].astype(np.uint8)
+    return best, best_pos
+
+
+def enumerate_violations(
+    matrix: NDArray[np.uint8], threshold: int, cap: int
+) -> tuple[int, NDArray[np.uint8]]:
+    """Exact ``min (C - W)`` and up to ``cap`` minimal-layer patterns with ``C - W < threshold``.
+
+    Used by the offline code search as a lazy-constraint oracle.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        ``(n, k)`` 0/1 allocation matrix.
+    threshold : int
+        Patterns with ``C - W < threshold`` are violations (``2b + 1`` for b-tolerance).
+    cap : int
+        Maximum number of violating patterns returned.
+
+    Returns
+    -------
+    tuple
+        The exact minimum of ``C - W`` and a ``(r, k)`` uint8 array of positive indicators of
+        violating patterns (``r <= cap``; the minimizing pattern is always included when it
+        violates).
+    """
+    return _enumerate_min(matrix, threshold, cap)
+
+
+def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
+    """Exact ``min (C - W)`` over the minimal majority layer as a 0/1 integer program (HiGHS).
+
+    Variables: ``x_j`` (partition ``j`` is ``+1``), ``p_i`` (worker ``i`` votes ``+1``),
+    ``q_i`` (worker ``i`` votes ``-1``). With ``s_i = 2 G_i . x - L_i``:
+    ``sum x = t``; ``s_i <= L_i p_i`` (a positive sum forces ``p_i``); ``s_i >= -L_i q_i``
+    (a negative sum forces ``q_i``); ``q_i = 1 => s_i <= -1``; ``p_i + q_i <= 1``.
+    Minimizing ``sum p - sum q`` yields exactly ``min_x (C - W)``, since for a fixed ``x`` the
+    constraints only allow ``p_i >= [s_i > 0]`` and ``q_i <= [s_i < 0]``.
+    """
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n, k = matrix.shape
+    t = _threshold_positives(k)
+    g = matrix.astype(np.float64)
+    loads = g.sum(axis=1)
+    zeros = np.zeros((n, n))
+    eye = np.eye(n)
+    rows = [
+        np.hstack([np.ones((1, k)), np.zeros((1, 2 * n))]),
+        np.hstack([2 * g, -loads[:, None] * eye, zeros]),
+        np.hstack([2 * g, zeros, loads[:, None] * eye]),
+        np.hstack([2 * g, zeros, (loads + 1)[:, None] * eye]),
+        np.hstack([np.zeros((n, k)), eye, eye]),
+    ]
+    lower = np.concatenate([[t], np.full(n, -np.inf), loads, np.full(n, -np.inf),
+                            np.full(n, -np.inf)])
+    upper = np.concatenate([[t], loads, np.full(n, np.inf), 2 * loads, np.ones(n)])
+    cost = np.concatenate([np.zeros(k), np.ones(n), -np.ones(n)])
+    result = milp(
+        cost,
+        constraints=LinearConstraint(np.vstack(rows), lower, upper),
+        integrality=np.ones(k + 2 * n),
+        bounds=Bounds(0, 1),
+    )
+    if result.status != 0 or result.x is None:
+        raise RuntimeError(f"MILP certificate failed: {result.message}")
+    positives = np.round(result.x[:k]).astype(np.uint8)
+    # Recompute C - W from the pattern itself rather than trusting the solver's objective.
+    value = int(_votes(matrix, positives[None, :]).sum())
+    return value, positives
+
+
+def _exact_min(matrix: NDArray[np.uint8], method: str) -> tuple[int, NDArray[np.uint8], str]:
+    n, k = matrix.shape
+    if method == "auto":
+        cost = math.comb(k, _threshold_positives(k)) * n
+        method = "enumeration" if k <= 24 or cost <= ENUMERATION_LIMIT else "milp"
+    if method == "enumeration":
+        value, positives = _enumerate_min(matrix)
+    else:
+        value, positives = _milp_min(matrix)
+    return value, positives, method
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def certify(
+    code: AllocationCode,
+    b: int,
+    *,
+    method: str = "auto",
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+) -> Certificate:
+    """Check whether ``code`` is perfectly ``b``-tolerant (SPEC section 2).
+
+    Parameters
+    ----------
+    code : AllocationCode
+        The allocation code ``G`` (shape ``(n, k)``).
+    b : int
+        Number of colluding omniscient Byzantine workers, ``0 <= b < n/2``.
+    method : str (default: "auto")
+        ``"enumeration"``: exact, vectorized over the minimal majority layer (``C(k, k//2+1)``
+        patterns; k = 24, n = 25 takes well under a second). ``"milp"``: exact, a 0/1 integer
+        program solved by HiGHS via :func:`scipy.optimize.milp`. ``"sampled"``: a Monte-Carlo
+        estimate over ``samples`` random minimal-majority patterns (not a proof of tolerance, but
+        a breaking pattern it finds is a proof of non-tolerance). ``"auto"``: enumeration when
+        ``k <= 24`` or the enumeration is small enough, otherwise MILP.
+    samples : int (default: 100000)
+        Number of patterns for ``method="sampled"``.
+    seed : int (default: 0)
+        Seed of the sampled estimate.
+
+    Returns
+    -------
+    Certificate
+        Verdict, worst margin ``min (C - W - 2b)`` and, when not tolerant, a witness pattern and
+        the ``b`` workers the adversary takes over.
+
+    Raises
+    ------
+    ValueError
+        If ``b`` is not an integer with ``0 <= b < n/2``, ``method`` is unknown or
+        ``samples < 1``.
+    """
+    matrix = _as_matrix(code)
+    n, k = matrix.shape
+    b = _check_b(b, n)
+    if method not in CERTIFY_METHODS:
+        raise ValueError(f"unknown certify method {method!r}; valid: {', '.join(CERTIFY_METHODS)}")
+    loads = matrix.sum(axis=1).astype(np.int64)
+    if method == "sampled":
+        return _certify_sampled(matrix, b, samples, seed)
+    value, positives, used = _exact_min(matrix, method)
+    margin = value - 2 * b
+    tolerant = margin >= 1
+    witness: tuple[int, ...] | None = None
+    byzantine: tuple[int, ...] | None = None
+    if not tolerant:
+        witness = _pattern_from_positives(positives)
+        byzantine = _byzantine_for(_votes(matrix, positives[None, :])[0], b, loads)
+    return Certificate(b, tolerant, margin, witness, byzantine, True, used)
+
+
+def _certify_sampled(matrix: NDArray[np.uint8], b: int, samples: int, seed: int) -> Certificate:
+    if isinstance(samples, bool) or operator.index(samples) < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    n, k = matrix.shape
+    t = _threshold_positives(k)
+    rng = np.random.default_rng(seed)
+    loads = matrix.sum(axis=1).astype(np.int64)
+    best = n + 1
+    best_pos = np.ones(k, dtype=np.uint8)
+    chunk = max(1, _CHUNK_ELEMENTS // max(n, k))
+    drawn = 0
+    while drawn < samples:
+        size = min(chunk, samples - drawn)
+        # A uniformly random t-subset per row: the t smallest of k i.i.d. uniforms.
+        ranks = np.argsort(rng.random((size, k)), axis=1)[:, :t]
+        positives = np.zeros((size, k), dtype=np.uint8)
+        positives[np.arange(size)[:, None], ranks] = 1
+        margins = _votes(matrix, positives).sum(axis=1, dtype=np.int32)
+        row = int(np.argmin(margins))
+        if int(margins[row]) < best:
+            best = int(margins[row])
+            best_pos = positives[row]
+        drawn += size
+    margin = best - 2 * b
+    tolerant = margin >= 1
+    witness: tuple[int, ...] | None = None
+    byzantine: tuple[int, ...] | None = None
+    if not tolerant:
+        witness = _pattern_from_positives(best_pos)
+        byzantine = _byzantine_for(_votes(matrix, best_pos[None, :])[0], b, loads)
+    return Certificate(
+        b, tolerant, margin, witness, byzantine, False, "sampled", SAMPLED_CONFIDENCE, samples
+    )
+
+
+def max_tolerance(code: AllocationCode, *, method: str = "auto") -> int:
+    """Largest ``b`` for which ``code`` is perfectly ``b``-tolerant (0 if none).
+
+    Tolerance is monotone in ``b`` (the condition is ``min (C - W) >= 2b + 1``), so one exact
+    evaluation of ``min (C - W)`` answers every ``b``.
+
+    Parameters
+    ----------
+    code : AllocationCode
+        The allocation code.
+    method : str (default: "auto")
+        ``"auto"``, ``"enumeration"`` or ``"milp"`` (exact methods only).
+
+    Returns
+    -------
+    int
+        ``max(0, (min (C - W) - 1) // 2)``, which is always ``< n/2``.
+    """
+    if method not in ("auto", "enumeration", "milp"):
+        raise ValueError(f"max_tolerance needs an exact method (auto, enumeration, milp), "
+                         f"got {method!r}")
+    value, _, _ = _exact_min(_as_matrix(code), method)
+    return max(0, (value - 1) // 2)
+
+
+# --------------------------------------------------------------------------- attack analysis
+
+
+#: Exact enumeration of patterns for the attack analysis up to this many partitions.
+_EXACT_ATTACK_MAX_K = 16
+#: Exact search over Byzantine subsets when there are at most this many of them.
+_EXACT_SUBSET_LIMIT = 5000
+
+
+def _majority_patterns_exact(k: int) -> NDArray[np.uint8]:
+    """Positive indicators of all patterns with ``sum(m) > 0`` (uniform law given mu = +1)."""
+    bits, pop = _bit_table(k)
+    return bits[2 * pop > k]
+
+
+def _majority_patterns_sampled(k: int, samples: int, rng: np.random.Generator) -> NDArray[np.uint8]:
+    """``samples`` uniform patterns conditioned on ``sum(m) != 0``, mirrored to ``mu = +1``."""
+    out: list[NDArray[np.uint8]] = []
+    have = 0
+    while have < samples:
+        draw = rng.integers(0, 2, size=(samples - have + 16, k), dtype=np.uint8)
+        positives = draw.sum(axis=1, dtype=np.int64)
+        draw = draw[2 * positives != k]
+        flip = 2 * draw.sum(axis=1, dtype=np.int64) < k
+        draw[flip] = 1 - draw[flip]
+        out.append(draw)
+        have += len(draw)
+    return np.concatenate(out)[:samples]
+
+
+def _failure_counts(
+    votes: NDArray[np.int8], subsets: NDArray[np.float32], sent: int
+) -> NDArray[np.int64]:
+    """For each 0/1 subset row, the number of patterns whose vote is wrong or tied.
+
+    The subset's workers send ``-mu`` (i.e. ``-1``, ``sent`` of them counted), the others their
+    honest local votes.
+    """
+    total = votes.sum(axis=1, dtype=np.int64).astype(np.float32)
+    votes32 = votes.astype(np.float32)
+    counts = np.zeros(len(subsets), dtype=np.int64)
+    step = max(1, _CHUNK_ELEMENTS // max(1, len(votes)))
+    for start in range(0, len(subsets), step):
+        block = subsets[start : start + step]
+        removed = votes32 @ block.T
+        final = total[:, None] - removed - float(sent)
+        counts[start : start + step] = (final <= 0).sum(axis=0)
+    return counts
+
+
+def _load_order(loads: NDArray[np.int64]) -> list[int]:
+    return sorted(range(len(loads)), key=lambda i: (-int(loads[i]), i))
+
+
+def worst_byzantine_set(code: AllocationCode, b: int, *, seed: int = 0,
+                        samples: int = 20_000) -> tuple[int, ...]:
+    """The ``b`` workers an adversary who knows ``G`` (but not the gradients) should corrupt.
+
+    The adversary maximizes the probability, over uniformly random sign patterns ``m`` (given
+    ``sum(m) != 0``), that the global vote is wrong or tied when its ``b`` workers send ``-mu``.
+
+    Exact (every pattern, every ``b``-subset) when ``k <= 16`` and there are at most 5000
+    subsets. Otherwise heuristic on ``samples`` sampled patterns: greedy (each step adds the
+    worker that maximizes the failures counted as if every still-unchosen Byzantine flipped one
+    more correct vote), then single swaps while they strictly improve the sampled failure count.
+    Ties go to higher-load workers, then lower indices.
+
+    Parameters
+    ----------
+    code : AllocationCode
+        The allocation code.
+    b : int
+        Number of Byzantine workers, ``0 <= b < n/2``.
+    seed : int (default: 0)
+        Seed of the sampled patterns (heuristic mode only).
+    samples : int (default: 20000)
+        Number of sampled patterns (heuristic mode only).
+
+    Returns
+    -------
+    tuple of int
+        The sorted worker indices.
+    """
+    matrix = _as_matrix(code)
+    n, k = matrix.shape
+    b = _check_b(b, n)
+    if b == 0:
+        return ()
+    loads = matrix.sum(axis=1).astype(np.int64)
+    order = _load_order(loads)
+    n_subsets = math.comb(n, b)
+    if k <= _EXACT_ATTACK_MAX_K and n_subsets <= _EXACT_SUBSET_LIMIT:
+        votes = _votes(matrix, _majority_patterns_exact(k))
+        combos = list(itertools.combinations(order, b))
+        subsets = np.zeros((len(combos), n), dtype=np.float32)
+        for row, combo in enumerate(combos):
+            subsets[row, list(combo)] = 1.0
+        counts = _failure_counts(votes, subsets, b)
+        # argmax returns the first maximum: combinations of the load-ordered workers come in
+        # lexicographic order, so ties favour higher-load workers.
+        return tuple(sorted(combos[int(np.argmax(counts))]))
+    rng = np.random.default_rng(seed)
+    votes = _votes(matrix, _majority_patterns_sampled(k, samples, rng))
+    chosen: list[int] = []
+    for step in range(b):
+        candidates = [w for w in order if w not in chosen]
+        subsets = np.zeros((len(candidates), n), dtype=np.float32)
+        subsets[:, chosen] = 1.0
+        subsets[np.arange(len(candidates)), candidates] = 1.0
+        remaining = b - step - 1
+        counts = _failure_counts(votes, subsets, step + 1 + 2 * remaining)
+        chosen.append(candidates[int(np.argmax(counts))])
+    chosen = _swap_refine(votes, chosen, order, n)
+    return tuple(sorted(chosen))
+
+
+def _swap_refine(votes: NDArray[np.int8], chosen: list[int], order: list[int], n: int) -> list[int]:
+    def score(members: Sequence[int]) -> int:
+        row = np.zeros((1, n), dtype=np.float32)
+        row[0, list(members)] = 1.0
+        return int(_failure_counts(votes, row, len(members))[0])
+
+    best = score(chosen)
+    improved = True
+    while improved:
+        improved = False
+        for slot in range(len(chosen)):
+            for candidate in order:
+                if candidate in chosen:
+                    continue
+                trial = chosen.copy()
+                trial[slot] = candidate
+                value = score(trial)
+                if value > best:
+                    best, chosen, improved = value, trial, True
+    return chosen
+
+
+def wrong_vote_probability(
+    code: AllocationCode,
+    b: int,
+    *,
+    byzantine: Sequence[int] | None = None,
+    samples: int = 20_000,
+    seed: int = 0,
+    exact: bool | None = None,
+) -> float:
+    """Probability that the global vote is not ``mu`` (wrong or tied) under a ``-mu`` attack.
+
+    Sign patterns ``m`` are uniform on ``{+1, -1}^k`` conditioned on ``sum(m) != 0`` (for even
+    ``k`` the tied patterns have no target). The Byzantine workers send ``-mu``; the others
+    send their honest local votes.
+
+    Parameters
+    ----------
+    code : AllocationCode
+        The allocation code (typically a random one).
+    b : int
+        Number of Byzantine workers, ``0 <= b < n/2``.
+    byzantine : sequence of int or None (default: None)
+        The corrupted workers (``b`` distinct indices); ``None`` uses
+        :func:`worst_byzantine_set` ``(code, b, seed=seed)``.
+    samples : int (default: 20000)
+        Number of Monte-Carlo patterns.
+    seed : int (default: 0)
+        Seed of the Monte-Carlo patterns.
+    exact : bool or None (default: None)
+        ``True``: enumerate every majority pattern (only for ``k <= 20``);
+        ``False``: Monte Carlo; ``None``: exact when ``2^k <= samples``, else Monte Carlo.
+
+    Returns
+    -------
+    float
+        The (estimated or exact) probability.
+    """
+    matrix = _as_matrix(code)
+    n, k = matrix.shape
+    b = _check_b(b, n)
+    if isinstance(samples, bool) or operator.index(samples) < 1:
+        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    if byzantine is None:
+        members = worst_byzantine_set(code, b, seed=seed)
+    else:
+        members = tuple(operator.index(w) for w in byzantine)
+        if len(set(members)) != len(members) or len(members) != b:
+            raise ValueError(f"byzantine must list b = {b} distinct workers, got {byzantine!r}")
+        if any(w < 0 or w >= n for w in members):
+            raise ValueError(f"byzantine workers must lie in [0, {n}), got {byzantine!r}")
+    use_exact = (1 << k) <= samples if exact is None else exact
+    if use_exact:
+        if k > 20:
+            raise ValueError(f"exact=True enumerates 2^k patterns; k = {k} is too large (max 20)")
+        patterns = _majority_patterns_exact(k)
+    else:
+        patterns = _majority_patterns_sampled(k, samples, np.random.default_rng(seed))
+    subset = np.zeros((1, n), dtype=np.float32)
+    subset[0, list(members)] = 1.0
+    failures = 0
+    step = max(1, _CHUNK_ELEMENTS // max(n, k))
+    for start in range(0, len(patterns), step):
+        votes = _votes(matrix, patterns[start : start + step])
+        failures += int(_failure_counts(votes, subset, len(members))[0])
+    return failures / len(patterns)

@@ -1,0 +1,1 @@
+"""The ServerApp, the in-process grid, experiment configs, the sweep runner and plots."""

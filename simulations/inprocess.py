@@ -1,0 +1,140 @@
+"""An in-process Flower Grid: the same ServerApp logic and ClientApp, no Ray, no SuperLink.
+
+Messages are delivered by calling the :class:`~flwr.clientapp.ClientApp` directly, one node
+after the other, each with its own :class:`~flwr.app.Context`. Contents are deep-copied on
+the way in and out, as serialization would, so a mod that edits a message cannot reach
+into the server's records. Used by the tests and by fast sweeps; a slow test checks that it
+trains the same model as the Ray simulation for the same seed.
+"""
+
+from __future__ import annotations
+
+import copy
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from uuid import uuid4
+
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+from fl_election.config import ConfigValue, RunConfig
+
+#: Error code of a reply standing for an exception raised inside the ClientApp.
+CLIENT_EXCEPTION_CODE = 4200
+
+
+class InProcessGrid(Grid):
+    """A Grid whose nodes are ClientApp calls in this process.
+
+    Parameters
+    ----------
+    client_app : ClientApp
+        The app every node runs.
+    num_nodes : int
+        Number of nodes.
+    run_config : Mapping[str, bool | int | float | str]
+        The run config every node sees (``context.run_config``).
+    node_configs : Sequence[Mapping[str, bool | int | float | str]] | None (default: None)
+        Per-node ``node_config``; defaults to ``partition-id`` / ``num-partitions`` as in
+        Flower's simulation.
+    run_id : int (default: 1)
+        Run id stamped on messages.
+    """
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        num_nodes: int,
+        run_config: Mapping[str, ConfigValue],
+        node_configs: Sequence[Mapping[str, ConfigValue]] | None = None,
+        run_id: int = 1,
+    ) -> None:
+        if num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
+        if node_configs is not None and len(node_configs) != num_nodes:
+            raise ValueError("node_configs must hold one mapping per node")
+        self.client_app = client_app
+        self._run = Run.create_empty(run_id)
+        self._replies: dict[str, Message] = {}
+        self.contexts: dict[int, Context] = {}
+        for i in range(num_nodes):
+            node_id = 1000 + i
+            node_config = dict(
+                node_configs[i] if node_configs else {"partition-id": i, "num-partitions": num_nodes}
+            )
+            self.contexts[node_id] = Context(
+                run_id=run_id,
+                node_id=node_id,
+                node_config=node_config,
+                state=RecordDict(),
+                run_config=dict(run_config),
+            )
+
+    def set_run(self, run: Run) -> None:
+        """Set the run this grid operates in."""
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        """Run information."""
+        return self._run
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Create a message for a node."""
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """Return the node ids."""
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Deliver each message to its node now and keep the reply for pulling."""
+        ids = []
+        for message in messages:
+            message_id = str(uuid4())
+            message.metadata.__dict__["_message_id"] = message_id
+            node_id = message.metadata.dst_node_id
+            if node_id not in self.contexts:
+                raise ValueError(f"no node with id {node_id}")
+            delivered = Message(
+                content=copy.deepcopy(message.content), metadata=copy.copy(message.metadata)
+            )
+            try:
+                reply = self.client_app(delivered, self.contexts[node_id])
+            except Exception as err:  # noqa: BLE001 - a crashing node must not stop the run
+                reason = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+                reply = Message(Error(code=CLIENT_EXCEPTION_CODE, reason=reason), reply_to=message)
+            reply.metadata.__dict__["_message_id"] = str(uuid4())
+            if reply.has_content():
+                reply = Message(content=copy.deepcopy(reply.content), metadata=reply.metadata)
+            self._replies[message_id] = reply
+            ids.append(message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """Return (and forget) the replies to the given messages."""
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        """Deliver the messages and return every reply (delivery is synchronous)."""
+        return self.pull_messages(self.push_messages(messages))
+
+
+def run_inprocess(cfg: RunConfig) -> dict[str, object]:
+    """Run one experiment on an :class:`InProcessGrid` and return its JSON result."""
+    from clients.client_app import app as client_app
+    from simulations.experiment import run_experiment
+
+    grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
+    return run_experiment(grid, cfg)
