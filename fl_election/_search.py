@@ -40,7 +40,7 @@ _MAX_BLOCK = 4
 
 
 def _max_damage(sizes: tuple[int, ...], budget: int) -> int:
-    """Largest drop in ``C - W`` an adversary with ``budget`` negatives inflicts on disjoint blocks."""
+    """Return the largest drop in ``C - W`` that ``budget`` negatives inflict on disjoint blocks."""
     best = [0] * (budget + 1)
     for size in sizes:
         options = [(size // 2 + 1, 2)]
@@ -125,18 +125,19 @@ class _AnnealState:
         self.ones = int(self.matrix.sum())
 
     def propose(self, worker: int, add: int, remove: int) -> tuple[NDArray[np.int16], int, int]:
-        """New hits row, new votes row and new deficit if ``add``/``remove`` (-1: none) change."""
-        hits = self.hits[worker].copy()
+        """Return the new hits row, deficit and load if ``add``/``remove`` (-1: none) change."""
         load = int(self.loads[worker])
-        if add >= 0:
-            hits += self.columns[add]
+        if add >= 0 and remove >= 0:
+            hits = self.hits[worker] + (self.columns[add] - self.columns[remove])
+        elif add >= 0:
+            hits = self.hits[worker] + self.columns[add]
             load += 1
-        if remove >= 0:
-            hits -= self.columns[remove]
+        else:
+            hits = self.hits[worker] - self.columns[remove]
             load -= 1
-        votes = np.sign(2 * hits - load).astype(np.int16)
-        margin = self.margin + votes - self.votes[worker]
-        deficit = int(np.maximum(0, self.need - margin).sum())
+        votes = np.sign(2 * hits - load)
+        margin = self.margin + (votes - self.votes[worker])
+        deficit = self.need * margin.size - int(np.minimum(margin, self.need).sum())
         return hits, deficit, load
 
     def apply(self, worker: int, add: int, remove: int, hits: NDArray[np.int16], load: int) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "alie_z",
     "create_attack",
     "flip_labels",
+    "forge_gradient",
     "malform",
     "select_byzantine",
 ]
@@ -591,6 +592,42 @@ class MalformedAttack(SignAttack):
         self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator
     ) -> Int8Array:
         return honest_vote.copy()
+
+
+def forge_gradient(
+    attack: SignAttack,
+    gradient: np.ndarray,
+    sign_sum: np.ndarray | None,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float32]:
+    """Map a sign attack to the float world of the FGM baseline.
+
+    The Byzantine worker keeps the magnitudes of its honest gradient and sends the forged
+    signs: ``forge(sign(g)) * |g|``. For ``reverse`` this is exactly ``-g``, what the
+    paper's Byzantine workers send to the coordinate-wise median (Fig. A.4c); for
+    ``omniscient`` with ``g`` the mean gradient over all partitions it is ``-|g| mu``.
+
+    Parameters
+    ----------
+    attack : SignAttack
+        The attack.
+    gradient : numpy.ndarray
+        The worker's honest float gradient, shape ``(d,)``.
+    sign_sum : numpy.ndarray or None
+        ``sum_j sign(g_j)`` over all partitions, for attacks that need it.
+    rng : numpy.random.Generator
+        Randomness for randomised attacks.
+
+    Returns
+    -------
+    numpy.ndarray
+        The float32 gradient to send.
+    """
+    g = np.asarray(gradient, dtype=np.float32)
+    if g.ndim != 1 or not np.all(np.isfinite(g)):
+        raise ValueError("gradient must be a finite 1-D float array")
+    forged = attack.forge(np.sign(g).astype(np.int8), sign_sum, rng)
+    return (forged.astype(np.float32) * np.abs(g)).astype(np.float32)
 
 
 #: Registry of attacks by name.

@@ -167,7 +167,8 @@ def _votes(matrix: NDArray[np.uint8], positives: NDArray[np.uint8]) -> NDArray[n
     """
     hits = positives.astype(np.float32) @ matrix.T.astype(np.float32)
     loads = matrix.sum(axis=1).astype(np.float32)
-    return np.sign(2.0 * hits - loads).astype(np.int8)
+    votes: NDArray[np.int8] = np.sign(2.0 * hits - loads).astype(np.int8)
+    return votes
 
 
 def minimal_majority_layer(k: int) -> NDArray[np.uint8]:
@@ -209,7 +210,7 @@ def _pattern_from_positives(positives: NDArray[np.uint8]) -> tuple[int, ...]:
 
 
 def _byzantine_for(votes: NDArray[np.int8], b: int, loads: NDArray[np.int64]) -> tuple[int, ...]:
-    """The ``b`` workers the worst adversary takes over: correct voters first (higher load first)."""
+    """Pick the ``b`` workers the worst adversary takes over: correct voters, heavier first."""
     order = sorted(range(len(votes)), key=lambda i: (-int(votes[i]), -int(loads[i]), i))
     return tuple(sorted(order[:b]))
 
@@ -239,10 +240,12 @@ def _enumerate_min(
     wide = 2 * k + int(loads.max()) >= 127
     dtype = np.int16 if wide else np.int8
     # 2 * hits - load, split as (2 * low_hits - load) + 2 * high_hits.
-    low_part = (2 * (low_bits.astype(np.int64) @ matrix[:, :low_width].T.astype(np.int64))
-                - loads).astype(dtype)
-    high_part = (2 * (high_bits.astype(np.int64) @ matrix[:, low_width:].T.astype(np.int64))
-                 ).astype(dtype)
+    low_part = (
+        2 * (low_bits.astype(np.int64) @ matrix[:, :low_width].T.astype(np.int64)) - loads
+    ).astype(dtype)
+    high_part = (
+        2 * (high_bits.astype(np.int64) @ matrix[:, low_width:].T.astype(np.int64))
+    ).astype(dtype)
     best = n + 1
     best_pos: NDArray[np.uint8] = np.ones(k, dtype=np.uint8)
     found: list[NDArray[np.uint8]] = []
@@ -333,8 +336,9 @@ def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
         np.hstack([2 * g, zeros, (loads + 1)[:, None] * eye]),
         np.hstack([np.zeros((n, k)), eye, eye]),
     ]
-    lower = np.concatenate([[t], np.full(n, -np.inf), loads, np.full(n, -np.inf),
-                            np.full(n, -np.inf)])
+    lower = np.concatenate(
+        [[t], np.full(n, -np.inf), loads, np.full(n, -np.inf), np.full(n, -np.inf)]
+    )
     upper = np.concatenate([[t], loads, np.full(n, np.inf), 2 * loads, np.ones(n)])
     cost = np.concatenate([np.zeros(k), np.ones(n), -np.ones(n)])
     result = milp(
@@ -479,8 +483,9 @@ def max_tolerance(code: AllocationCode, *, method: str = "auto") -> int:
         ``max(0, (min (C - W) - 1) // 2)``, which is always ``< n/2``.
     """
     if method not in ("auto", "enumeration", "milp"):
-        raise ValueError(f"max_tolerance needs an exact method (auto, enumeration, milp), "
-                         f"got {method!r}")
+        raise ValueError(
+            f"max_tolerance needs an exact method (auto, enumeration, milp), got {method!r}"
+        )
     value, _, _ = _exact_min(_as_matrix(code), method)
     return max(0, (value - 1) // 2)
 
@@ -501,7 +506,7 @@ def _majority_patterns_exact(k: int) -> NDArray[np.uint8]:
 
 
 def _majority_patterns_sampled(k: int, samples: int, rng: np.random.Generator) -> NDArray[np.uint8]:
-    """``samples`` uniform patterns conditioned on ``sum(m) != 0``, mirrored to ``mu = +1``."""
+    """Draw uniform patterns conditioned on ``sum(m) != 0``, mirrored to ``mu = +1``."""
     out: list[NDArray[np.uint8]] = []
     have = 0
     while have < samples:
@@ -539,9 +544,10 @@ def _load_order(loads: NDArray[np.int64]) -> list[int]:
     return sorted(range(len(loads)), key=lambda i: (-int(loads[i]), i))
 
 
-def worst_byzantine_set(code: AllocationCode, b: int, *, seed: int = 0,
-                        samples: int = 20_000) -> tuple[int, ...]:
-    """The ``b`` workers an adversary who knows ``G`` (but not the gradients) should corrupt.
+def worst_byzantine_set(
+    code: AllocationCode, b: int, *, seed: int = 0, samples: int = 20_000
+) -> tuple[int, ...]:
+    """Find the ``b`` workers an adversary who knows ``G`` (not the gradients) should corrupt.
 
     The adversary maximizes the probability, over uniformly random sign patterns ``m`` (given
     ``sum(m) != 0``), that the global vote is wrong or tied when its ``b`` workers send ``-mu``.

@@ -62,7 +62,9 @@ __all__ = [
 
 #: The table of searched deterministic codes. It lives in ``code_tables/`` rather than
 #: ``data/`` because ``fl_election/data.py`` (the dataset module) already owns that name.
-DETERMINISTIC_TABLE_PATH = Path(__file__).resolve().parent / "code_tables" / "deterministic_codes.json"
+DETERMINISTIC_TABLE_PATH = (
+    Path(__file__).resolve().parent / "code_tables" / "deterministic_codes.json"
+)
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -108,8 +110,10 @@ class AllocationCode:
             raise ValueError(f"allocation matrix must be 2-D, got shape {raw.shape}")
         n, k = raw.shape
         if n < 1 or k < 1:
-            raise ValueError(f"allocation matrix needs n >= 1 workers and k >= 1 partitions, "
-                             f"got shape {raw.shape}")
+            raise ValueError(
+                f"allocation matrix needs n >= 1 workers and k >= 1 partitions, "
+                f"got shape {raw.shape}"
+            )
         if raw.dtype == np.bool_:
             raw = raw.astype(np.uint8)
         if not np.issubdtype(raw.dtype, np.number) or not np.isin(raw, (0, 1)).all():
@@ -120,7 +124,9 @@ class AllocationCode:
         object.__setattr__(self, "name", str(self.name))
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[int]], k: int, name: str = "custom") -> AllocationCode:
+    def from_rows(
+        cls, rows: Sequence[Sequence[int]], k: int, name: str = "custom"
+    ) -> AllocationCode:
         """Build a code from each worker's list of partition ids.
 
         Parameters
@@ -162,7 +168,8 @@ class AllocationCode:
     @property
     def loads(self) -> NDArray[np.int64]:
         """Per-worker load: the number of partitions each worker holds (row sums)."""
-        return self.matrix.sum(axis=1, dtype=np.int64)
+        row_sums: NDArray[np.int64] = self.matrix.sum(axis=1, dtype=np.int64)
+        return row_sums
 
     @property
     def max_load(self) -> int:

@@ -249,7 +249,7 @@ class RunConfig:
         """Keyword arguments for :func:`fl_election.attacks.create_attack`."""
         return {
             "directional": {"direction": self.attack_direction},
-            "alie": {"z": self.attack_z},
+            "alie": {"z": self.attack_z, "num_partitions": self.k},
             "gaussian-noise": {"std": self.attack_std},
             "malformed": {"kind": self.malformed_kind},
         }.get(self.attack, {})

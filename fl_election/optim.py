@@ -181,6 +181,8 @@ def unflatten_arrays(flat: npt.ArrayLike, shapes: Sequence[Sequence[int]]) -> li
     vector = np.asarray(flat, dtype=np.float32)
     if vector.ndim != 1:
         raise ValueError(f"flat must be 1-D, got shape {vector.shape}")
+    if any(size < 0 for shape in shapes for size in shape):
+        raise ValueError(f"shapes must have non-negative sizes, got {list(shapes)}")
     sizes = [math.prod(shape) for shape in shapes]
     if sum(sizes) != vector.size:
         raise ValueError(f"shapes hold {sum(sizes)} values but flat has {vector.size}")

@@ -17,7 +17,9 @@ from uuid import uuid4
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 from fl_election.config import ConfigValue, RunConfig
 
@@ -57,6 +59,10 @@ class InProcessGrid(Grid):
             raise ValueError("node_configs must hold one mapping per node")
         self.client_app = client_app
         self._run = Run.create_empty(run_id)
+        # Messages stamp the sender's identity; in a real deployment the runtime sets it.
+        TaskIdentity.task_id = 1
+        TaskIdentity.run_id = run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
         self._replies: dict[str, Message] = {}
         self.contexts: dict[int, Context] = {}
         for i in range(num_nodes):

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import trim_mean
 
+from fl_election import aggregation
 from fl_election.aggregation import coordinate_median, trimmed_mean, vote_agreement
 
 
@@ -24,6 +25,28 @@ def test_coordinate_median_matches_numpy(n: int) -> None:
     assert out.shape == (37,)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, np.median(stack.astype(np.float64), axis=0), rtol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stack=arrays(
+        np.float64,
+        st.tuples(st.integers(1, 12), st.integers(1, 6)),
+        elements=st.floats(-1e6, 1e6, allow_nan=False),
+    )
+)
+def test_coordinate_median_matches_numpy_on_any_stack(stack: np.ndarray) -> None:
+    np.testing.assert_allclose(coordinate_median(stack), np.median(stack, axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_aggregators_across_block_boundaries(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
+    monkeypatch.setattr(aggregation, "_BLOCK_COLUMNS", 7)
+    stack = stack_of(n, 50, seed=11).astype(np.float64)
+    np.testing.assert_allclose(coordinate_median(stack), np.median(stack, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(
+        trimmed_mean(stack, 0.25), trim_mean(stack, 0.25, axis=0), rtol=1e-12
+    )
 
 
 def test_coordinate_median_by_hand() -> None:
@@ -71,7 +94,9 @@ def test_aggregators_reject_bad_stacks(stack: object, message: str) -> None:
 # ----------------------------------------------------------------------- trimmed mean
 
 
-@pytest.mark.parametrize(("n", "beta"), [(1, 0.0), (5, 0.0), (5, 0.2), (10, 0.1), (10, 0.45), (15, 0.3)])
+@pytest.mark.parametrize(
+    ("n", "beta"), [(1, 0.0), (5, 0.0), (5, 0.2), (10, 0.1), (10, 0.45), (15, 0.3)]
+)
 def test_trimmed_mean_matches_scipy(n: int, beta: float) -> None:
     stack = stack_of(n, 41, seed=n).astype(np.float64)
     out = trimmed_mean(stack, beta)
@@ -127,7 +152,7 @@ def test_vote_agreement_matches_a_loop() -> None:
     rng = np.random.default_rng(3)
     votes = rng.integers(-1, 2, size=(9, 200)).astype(np.int8)
     result = np.sign(votes.astype(np.int64).sum(axis=0)).astype(np.int8)
-    expected = [sum(int(v == r) for v, r in zip(row, result)) / 200 for row in votes]
+    expected = [sum(int(v == r) for v, r in zip(row, result, strict=True)) / 200 for row in votes]
     np.testing.assert_allclose(vote_agreement(votes, result), expected)
 
 
@@ -144,4 +169,3 @@ def test_vote_agreement_matches_a_loop() -> None:
 def test_vote_agreement_validates(votes: np.ndarray, result: np.ndarray, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         vote_agreement(votes, result)
-

@@ -550,3 +550,16 @@ def test_worst_selection_passes_the_set_through() -> None:
 def test_select_byzantine_rejects_bad_input(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         select_byzantine(**kwargs)  # type: ignore[arg-type]
+
+
+def test_forge_gradient_reverse_is_minus_g_and_omniscient_uses_the_majority():
+    from fl_election.attacks import create_attack, forge_gradient
+
+    rng = np.random.default_rng(0)
+    g = np.array([0.5, -2.0, 0.0, 3.0], dtype=np.float32)
+    np.testing.assert_array_equal(forge_gradient(create_attack("reverse"), g, None, rng), -g)
+    sign_sum = np.array([3, -1, 2, -5])
+    out = forge_gradient(create_attack("omniscient"), g, sign_sum, rng)
+    np.testing.assert_array_equal(out, np.array([-0.5, 2.0, -0.0, 3.0], dtype=np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        forge_gradient(create_attack("reverse"), np.array([np.nan], dtype=np.float32), None, rng)

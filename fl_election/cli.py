@@ -1,0 +1,128 @@
+"""Command-line interface ``fl-election`` (argparse subcommands).
+
+Election coding after Sohn, Han, Choi, Moon, "Election Coding for Distributed Learning:
+Protecting SignSGD against Byzantine Attacks", NeurIPS 2020 (arXiv:1910.06093).
+
+Subcommands:
+
+* ``code``: build an allocation code and print it, its loads, redundancy, maximum load and its
+  exact b-tolerance certificate, e.g. ``fl-election code --kind deterministic --n 9 --b 2``.
+
+Other modules add subcommands by appending a ``(name, register)`` pair to :data:`SUBCOMMANDS`,
+where ``register(subparsers)`` adds a parser whose ``handler`` default is a function taking the
+parsed namespace and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fl_election.codes import CERTIFY_METHODS, CODE_FACTORIES, certify, create_code
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+Handler = Callable[[argparse.Namespace], int]
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _code_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Map the parsed options to the constructor keyword arguments of ``--kind``."""
+    if args.n is None:
+        raise ValueError("--n is required")
+    kind = args.kind
+    if kind == "uncoded":
+        return {"n": args.n}
+    if kind == "bernoulli":
+        params: dict[str, Any] = {"n": args.n, "k": args.k, "seed": args.seed}
+        if args.redundancy is not None:
+            params["redundancy"] = args.redundancy
+        return params
+    if kind == "deterministic":
+        if args.b is None:
+            raise ValueError("--kind deterministic needs --b")
+        return {"n": args.n, "b": args.b}
+    if args.group is None:
+        raise ValueError("--kind repetition needs --group")
+    return {"n": args.n, "group": args.group}
+
+
+def _run_code(args: argparse.Namespace) -> int:
+    code = create_code(args.kind, **_code_params(args))
+    b = args.b if args.b is not None else 0
+    # Certify before printing anything, so bad input leaves stdout empty.
+    certificate = certify(code, b, method=args.method, seed=args.seed)
+    print(code)
+    print(f"loads: {[int(x) for x in code.loads]}")
+    print(f"redundancy: {code.redundancy:.4f}")
+    print(f"max load: {code.max_load}")
+    print(f"certificate (b={b}): {certificate}")
+    return 0
+
+
+def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "code",
+        help="build an allocation code and certify it",
+        description="Build an allocation code, print it and its exact b-tolerance certificate.",
+    )
+    parser.add_argument("--kind", choices=sorted(CODE_FACTORIES), default="deterministic")
+    parser.add_argument("--n", type=int, help="number of workers")
+    parser.add_argument("--k", type=int, default=None, help="partitions (bernoulli; default n)")
+    parser.add_argument("--b", type=int, default=None, help="Byzantine workers to certify")
+    parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
+    parser.add_argument("--seed", type=int, default=0, help="bernoulli / sampling seed")
+    parser.add_argument("--group", type=int, default=None, help="repetition group size")
+    parser.add_argument(
+        "--method", choices=CERTIFY_METHODS, default="auto", help="certificate method"
+    )
+    parser.set_defaults(handler=_run_code)
+
+
+#: Registered subcommands; extend to add more.
+SUBCOMMANDS: list[tuple[str, Register]] = [("code", _register_code)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="fl-election", description="Election-coded SignSGD with majority vote."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for _, register in SUBCOMMANDS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fl-election`` console script.
+
+    Parameters
+    ----------
+    argv : sequence of str or None (default: None)
+        Arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad input (the message goes to stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_request:
+        # argparse exits 0 after --help and 2 on a usage error (message already on stderr).
+        status = exit_request.code
+        return status if isinstance(status, int) else (0 if status is None else 2)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ValueError as error:
+        print(f"fl-election {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

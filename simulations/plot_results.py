@@ -1,0 +1,110 @@
+"""Regenerate every figure and table of the README from the sweep results.
+
+For each ``outputs/<sweep>/`` it plots the test accuracy per round (mean over seeds, with
+the min-max band) of every variant into ``docs/figures/<sweep>.png`` and writes the final
+accuracies as a markdown table into ``docs/figures/<sweep>.md``::
+
+    python -m simulations.plot_results            # every sweep under outputs/
+    python -m simulations.plot_results --outputs outputs --figures docs/figures
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """Group the JSON results of a sweep folder by variant."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(folder.glob("*-seed*.json")):
+        variant = path.stem.rsplit("-seed", 1)[0]
+        runs.setdefault(variant, []).append(json.loads(path.read_text()))
+    return runs
+
+
+def accuracy_curve(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Rounds and test accuracies of one run."""
+    points = [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
+    rounds, accuracy = zip(*points)
+    return np.asarray(rounds), np.asarray(accuracy)
+
+
+def summary_table(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """Markdown table of final accuracy, code redundancy and uplink per variant."""
+    lines = [
+        "| variant | code | r | max load | final test accuracy (mean, min-max) | seeds | "
+        "uplink per round |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, records in runs.items():
+        finals = np.array([r["final"]["test-accuracy"] for r in records])
+        code = records[0]["code"]
+        uplink = np.mean([row.get("uplink-bytes", 0) for row in records[0]["rounds"]])
+        lines.append(
+            f"| {variant} | {code['name']} | {code['redundancy']:.2f} | {code['max_load']} | "
+            f"{finals.mean():.3f} ({finals.min():.3f}-{finals.max():.3f}) | {len(finals)} | "
+            f"{uplink / 1024:.1f} KiB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(folder: Path, figures: Path) -> Path | None:
+    """Plot one sweep; return the figure path (None when the folder holds no run)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_runs(folder)
+    if not runs:
+        return None
+    meta_path = folder / "sweep.json"
+    title = json.loads(meta_path.read_text())["title"] if meta_path.exists() else folder.name
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for variant, records in runs.items():
+        curves = [accuracy_curve(r) for r in records]
+        rounds = curves[0][0]
+        stacked = np.stack([c[1] for c in curves if len(c[1]) == len(rounds)])
+        ax.plot(rounds, stacked.mean(axis=0), label=variant)
+        if len(stacked) > 1:
+            ax.fill_between(rounds, stacked.min(axis=0), stacked.max(axis=0), alpha=0.2)
+    ax.set_xlabel("round (SignSGD step)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / f"{folder.name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    (figures / f"{folder.name}.md").write_text(summary_table(runs))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Plot every sweep folder under ``--outputs``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    args = parser.parse_args(argv)
+    folders = sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
+    written = [plot_sweep(folder, args.figures) for folder in folders]
+    written = [p for p in written if p is not None]
+    if not written:
+        print(f"no sweep results under {args.outputs}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path} and {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Tests for the fl-election command line (fl_election.cli)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fl_election.cli import main
+from fl_election.codes import deterministic
+
+
+def test_code_deterministic_prints_code_and_certificate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["code", "--kind", "deterministic", "--n", "9", "--b", "2"]) == 0
+    out = capsys.readouterr().out
+    code = deterministic(9, 2)
+    assert str(code) in out
+    assert f"redundancy: {code.redundancy:.4f}" in out
+    assert f"max load: {code.max_load}" in out
+    assert "loads: [" in out
+    assert "perfectly 2-tolerant" in out
+
+
+def test_code_uncoded_shows_witness(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["code", "--kind", "uncoded", "--n", "5", "--b", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "NOT 1-tolerant" in out and "witness pattern" in out
+
+
+def test_code_bernoulli_and_sampled_method(capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "code",
+        "--kind",
+        "bernoulli",
+        "--n",
+        "7",
+        "--k",
+        "9",
+        "--redundancy",
+        "3",
+        "--seed",
+        "2",
+        "--b",
+        "1",
+        "--method",
+        "sampled",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "bernoulli(n=7, k=9" in out
+    assert "sampled" in out.lower()
+
+
+def test_code_repetition(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["code", "--kind", "repetition", "--n", "6", "--group", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "repetition(n=6, group=3)" in out and "redundancy: 3.0000" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["code", "--kind", "deterministic", "--n", "9", "--b", "5"], "0 <= b < n/2"),
+        (["code", "--kind", "repetition", "--n", "7", "--group", "3"], "divide"),
+        (["code", "--kind", "repetition", "--n", "6"], "--group"),
+        (["code", "--kind", "deterministic", "--n", "6"], "--b"),
+        (["code", "--kind", "bernoulli", "--n", "5", "--redundancy", "9"], "(0, 1]"),
+        (["code", "--kind", "uncoded"], "--n"),
+        (["code", "--kind", "bernoulli", "--n", "9", "--b", "7"], "0 <= b < n/2"),
+    ],
+)
+def test_code_bad_input_exits_2_without_traceback(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_unknown_kind_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["code", "--kind", "ldpc", "--n", "5"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage" in capsys.readouterr().err
