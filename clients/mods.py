@@ -21,8 +21,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable
 
-from fl_election.attacks import SignAttack, create_attack, forge_gradient, malform
 from clients.context import byzantine_rows, run_config
+from fl_election.attacks import SignAttack, create_attack, forge_gradient, malform
 from fl_election.config import ConfigValue
 from fl_election.voting import pack_signs, unpack_signs
 
@@ -78,7 +78,7 @@ def byzantine_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
         config["label-flip"] = True
         return call_next(msg, context)
     if attack.perturbs_gradient:
-        config["grad-noise-std"] = float(getattr(attack, "std"))
+        config["grad-noise-std"] = float(attack.std)
         return call_next(msg, context)
     if attack.needs_sign_sum:
         # The omniscient adversary knows every partition's gradient: compute them all.
@@ -96,7 +96,7 @@ def byzantine_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
         gradient = vote["gradient"].numpy()
         payload = forge_gradient(attack, gradient, sign_sum, rng)
         if attack.malforms_reply:
-            bad = malform(gradient, str(getattr(attack, "kind")), rng)
+            bad = malform(gradient, str(attack.kind), rng)
             if bad is not None:
                 forged["gradient"] = Array(bad)
         else:
@@ -106,7 +106,7 @@ def byzantine_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
         abstain = vote["abstain"].numpy() if "abstain" in vote else None
         honest = unpack_signs(vote["signs"].numpy(), count, abstain)
         if attack.malforms_reply:
-            bad = malform(vote["signs"].numpy(), str(getattr(attack, "kind")), rng)
+            bad = malform(vote["signs"].numpy(), str(attack.kind), rng)
             if bad is not None:
                 forged["signs"] = Array(bad)
         else:

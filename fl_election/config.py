@@ -33,9 +33,7 @@ def _parse_int_list(text: str, key: str) -> tuple[int, ...]:
     try:
         return tuple(int(p) for p in parts)
     except ValueError as err:
-        raise ValueError(
-            f"{key} must be a comma-separated list of integers, got {text!r}"
-        ) from err
+        raise ValueError(f"{key} must be a comma-separated list of integers, got {text!r}") from err
 
 
 @dataclass(frozen=True)
@@ -247,12 +245,13 @@ class RunConfig:
     @property
     def attack_params(self) -> dict[str, Any]:
         """Keyword arguments for :func:`fl_election.attacks.create_attack`."""
-        return {
+        params: dict[str, dict[str, Any]] = {
             "directional": {"direction": self.attack_direction},
             "alie": {"z": self.attack_z, "num_partitions": self.k},
             "gaussian-noise": {"std": self.attack_std},
             "malformed": {"kind": self.malformed_kind},
-        }.get(self.attack, {})
+        }
+        return params.get(self.attack, {})
 
     @property
     def default_run_name(self) -> str:
@@ -284,7 +283,9 @@ class RunConfig:
 
         worst = None
         if self.byzantine_selection == "worst" and self.byzantine_count:
-            worst = worst_byzantine_set(self.allocation_code(), self.byzantine_count, seed=self.seed)
+            worst = worst_byzantine_set(
+                self.allocation_code(), self.byzantine_count, seed=self.seed
+            )
         return select_byzantine(
             self.num_workers,
             self.byzantine_count,
@@ -304,11 +305,22 @@ class RunConfig:
                 raise ValueError(f"invalid run config: {message}")
 
         n = self.num_workers
-        need(self.num_server_rounds >= 1, f"num-server-rounds must be >= 1, got {self.num_server_rounds}")
-        need(self.dataset in data.DATASETS, f"dataset {self.dataset!r} is not one of {list(data.DATASETS)}")
-        need(self.model in models.MODELS, f"model {self.model!r} is not one of {list(models.MODELS)}")
+        need(
+            self.num_server_rounds >= 1,
+            f"num-server-rounds must be >= 1, got {self.num_server_rounds}",
+        )
+        need(
+            self.dataset in data.DATASETS,
+            f"dataset {self.dataset!r} is not one of {list(data.DATASETS)}",
+        )
+        need(
+            self.model in models.MODELS, f"model {self.model!r} is not one of {list(models.MODELS)}"
+        )
         need(n >= 1, f"num-workers must be >= 1, got {n}")
-        need(self.num_partitions >= 0, f"num-partitions must be >= 0 (0 means n), got {self.num_partitions}")
+        need(
+            self.num_partitions >= 0,
+            f"num-partitions must be >= 0 (0 means n), got {self.num_partitions}",
+        )
         need(
             self.code in codes.CODE_FACTORIES,
             f"code {self.code!r} is not one of {sorted(codes.CODE_FACTORIES)}",
@@ -356,7 +368,10 @@ class RunConfig:
         attacks.create_attack(self.attack, **self.attack_params)
         need(self.grad_noise_std >= 0, f"grad-noise-std must be >= 0, got {self.grad_noise_std}")
         need(self.eval_every >= 1, f"eval-every must be >= 1, got {self.eval_every}")
-        need(self.client_eval_every >= 0, f"client-eval-every must be >= 0, got {self.client_eval_every}")
+        need(
+            self.client_eval_every >= 0,
+            f"client-eval-every must be >= 0, got {self.client_eval_every}",
+        )
         need(self.round_timeout > 0, f"round-timeout must be > 0, got {self.round_timeout}")
         need(self.num_threads >= 1, f"num-threads must be >= 1, got {self.num_threads}")
         self.milestones  # noqa: B018  (parses, raising on a malformed list)

@@ -44,8 +44,10 @@ torch tensor is passed in, and torch input gives torch output.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import threading
+import types
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, overload
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_THREADS",
+    "KERNEL",
+    "NUMBA_MAX_VOTES",
     "global_majority",
     "global_majority_packed",
     "local_majority",
@@ -87,6 +91,11 @@ _DECODE_BLOCK = 8 * 1024
 #: development machine two threads measured no faster (the cores were busy with other work,
 #: as they are with Flower clients beside the server); pass ``threads=`` to use more.
 DEFAULT_THREADS = 1
+#: Kernel of :func:`global_majority` and friends when ``kernel=None``: ``"numba"`` (the
+#: compiled single-pass kernel) when numba is installed, else ``"numpy"`` (the adder tree).
+#: Numba itself is imported on the first election only; if that import fails, this flag
+#: falls back to ``"numpy"``.
+KERNEL = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
@@ -760,6 +769,7 @@ def global_majority_packed(
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
     threads: int | None = None,
+    kernel: str | None = None,
 ) -> tuple[UInt8Array, UInt8Array]:
     """Elect the global majority and return it as two packed planes.
 
@@ -773,8 +783,12 @@ def global_majority_packed(
         Abstain planes: an array shaped like ``packed_votes``, or one entry per voter that is
         a 1-D plane or ``None`` (no abstention), or ``None`` for nobody abstaining.
     threads : int or None (default: None)
-        Worker threads (numpy releases the GIL in its bitwise loops); ``None`` uses
+        Worker threads (both kernels release the GIL); ``None`` uses
         :data:`DEFAULT_THREADS`. The result does not depend on it.
+    kernel : {"numba", "numpy"} or None (default: None)
+        ``"numba"``: the compiled single-pass kernel (needs numba; elections of more than
+        :data:`NUMBA_MAX_VOTES` votes still take the numpy tree); ``"numpy"``: the numpy
+        adder tree; ``None``: :data:`KERNEL`. The result does not depend on it.
 
     Returns
     -------
@@ -786,9 +800,10 @@ def global_majority_packed(
     Raises
     ------
     ValueError
-        On a wrong dtype, shape or count, or when there is no vote.
+        On a wrong dtype, shape or count, when there is no vote, on an unknown ``kernel``
+        or on ``kernel="numba"`` without numba.
     """
-    result, _ = _elect(packed_votes, count, abstain, decode=False, threads=threads)
+    result, _ = _elect(packed_votes, count, abstain, decode=False, threads=threads, kernel=kernel)
     assert result is not None
     return result[0], result[1]
 
@@ -822,24 +837,33 @@ def _elect(
     *,
     decode: bool,
     threads: int | None,
+    kernel: str | None,
 ) -> tuple[UInt8Array | None, npt.NDArray[np.uint8] | None]:
-    """Validate the votes and run the adder tree chunk by chunk.
+    """Validate the votes and run the compiled kernel or the adder tree chunk by chunk.
 
     Returns the ``(2, ceil(count / 8))`` result planes, or with ``decode`` instead the
-    elected coordinates as ``8 * ceil(count / 8)`` bytes (0xFF = -1).
+    elected coordinates as at least ``8 * ceil(count / 8)`` bytes (0xFF = -1).
     """
     count = _check_count(count)
     votes = _as_vote_matrix(packed_votes, count)
     num_votes, num_bytes = votes.shape
     matrix, planes, abstain_rows = _as_abstain(abstain, num_votes, count)
+    kernels = _resolve_kernel(kernel, num_votes)
     result = np.empty((2, num_bytes), dtype=np.uint8) if not decode else None
     decoded = np.empty(8 * num_bytes, dtype=np.uint8) if decode else None
     if num_bytes == 0:
         return result, decoded
-    program = _TreeProgram(num_votes, abstain_rows)
     chunk = min(_CHUNK_BYTES, num_bytes)
     num_chunks = -(-num_bytes // chunk)
     workers = _thread_count(threads, num_chunks)
+    if kernels is not None:
+        result, decoded = _elect_compiled(
+            kernels, votes, matrix, planes, abstain_rows, decode, workers
+        )
+        if result is not None:
+            result[:, -1] &= _padding_mask(count)
+        return result, decoded
+    program = _TreeProgram(num_votes, abstain_rows)
     splits = [min(num_bytes, (num_chunks * k // workers) * chunk) for k in range(workers + 1)]
 
     def run(first_byte: int, last_byte: int) -> None:
@@ -923,6 +947,549 @@ def _execute(ops: list[_Op], views: list[UInt8Array]) -> None:
             function(left, right, out)
 
 
+# --------------------------------------------------------------------------- compiled kernel
+#
+# The ``_nb_*`` functions are plain Python that :func:`_numba_kernels` compiles with numba on
+# first use, so that processes that only pack their votes never import numba (about a second).
+# The vote kernels load every 64-bit word of the planes once per voter, count the votes of
+# that word bit-sliced in registers (counter bits ``c0..c8``, so ``T <= 511``), compare the
+# count with the thresholds and decode the result block by block while it is in L1. All
+# constants are uint64: numba turns a mix of uint64 and int64 operands into float64.
+
+#: Most votes the compiled kernel counts (with abstentions ``T <= 2n`` must fit in nine bits);
+#: larger elections use the numpy adder tree.
+NUMBA_MAX_VOTES = 255
+# Words per block of the compiled kernel: the block's result words (2 x 2 KiB) are decoded
+# while they are still in L1.
+_NUMBA_BLOCK_WORDS = 256
+_U64_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+_U64_FF = np.uint64(0xFF)
+_U64_SHIFT_1 = np.uint64(1)
+_U64_SHIFT_2 = np.uint64(2)
+_U64_SHIFT_4 = np.uint64(4)
+_U64_SHIFT_56 = np.uint64(56)
+_U64_M1 = np.uint64(0x5555_5555_5555_5555)
+_U64_M2 = np.uint64(0x3333_3333_3333_3333)
+_U64_M4 = np.uint64(0x0F0F_0F0F_0F0F_0F0F)
+_U64_H01 = np.uint64(0x0101_0101_0101_0101)
+
+
+def _nb_full_add(x: Any, y: Any, z: Any) -> tuple[Any, Any]:
+    """Return the bit-sliced sum and carry of three planes (a full adder, five operations)."""
+    partial = x ^ y
+    return partial ^ z, (x & y) | (partial & z)
+
+
+def _nb_add_at(
+    c0: Any,
+    c1: Any,
+    c2: Any,
+    c3: Any,
+    c4: Any,
+    c5: Any,
+    c6: Any,
+    c7: Any,
+    c8: Any,
+    carry: Any,
+    level: int,
+    levels: int,
+) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any]:
+    """Add the plane ``carry`` with weight ``2**level`` to the counter ``c0..c8``.
+
+    ``level`` is a constant at every call site (the branches on it fold away once inlined);
+    ``levels`` is the number of bits the count can reach in this election, so the ripple
+    stops there: no carry can leave the top bit, and small elections do not pay for nine.
+    """
+    if level <= 0 < levels:
+        spill = c0 & carry
+        c0 ^= carry
+        carry = spill
+    if level <= 1 < levels:
+        spill = c1 & carry
+        c1 ^= carry
+        carry = spill
+    if level <= 2 < levels:
+        spill = c2 & carry
+        c2 ^= carry
+        carry = spill
+    if level <= 3 < levels:
+        spill = c3 & carry
+        c3 ^= carry
+        carry = spill
+    if level <= 4 < levels:
+        spill = c4 & carry
+        c4 ^= carry
+        carry = spill
+    if level <= 5 < levels:
+        spill = c5 & carry
+        c5 ^= carry
+        carry = spill
+    if level <= 6 < levels:
+        spill = c6 & carry
+        c6 ^= carry
+        carry = spill
+    if level <= 7 < levels:
+        spill = c7 & carry
+        c7 ^= carry
+        carry = spill
+    if level <= 8 < levels:
+        c8 ^= carry
+    return c0, c1, c2, c3, c4, c5, c6, c7, c8
+
+
+def _nb_at_least(
+    c0: Any,
+    c1: Any,
+    c2: Any,
+    c3: Any,
+    c4: Any,
+    c5: Any,
+    c6: Any,
+    c7: Any,
+    c8: Any,
+    threshold: int,
+) -> Any:
+    """Return the plane of ``T >= threshold`` for the bit-sliced count ``T = c0..c8``.
+
+    Scans the bits upwards; ``wins`` holds "the low bits of T are >= the low bits of the
+    threshold" (true for no bits). Bits of the count above its width are zero, which gives
+    the right answer, so the scan always runs over all nine (the branches are predictable).
+    """
+    wins = _U64_ALL
+    wins = (c0 & wins) if threshold & 1 else (c0 | wins)
+    wins = (c1 & wins) if threshold & 2 else (c1 | wins)
+    wins = (c2 & wins) if threshold & 4 else (c2 | wins)
+    wins = (c3 & wins) if threshold & 8 else (c3 | wins)
+    wins = (c4 & wins) if threshold & 16 else (c4 | wins)
+    wins = (c5 & wins) if threshold & 32 else (c5 | wins)
+    wins = (c6 & wins) if threshold & 64 else (c6 | wins)
+    wins = (c7 & wins) if threshold & 128 else (c7 | wins)
+    wins = (c8 & wins) if threshold & 256 else (c8 | wins)
+    return wins
+
+
+def _nb_finish_block(
+    positive_bytes: Any,
+    negative_bytes: Any,
+    num_words: int,
+    out_word: int,
+    positive_out: Any,
+    negative_out: Any,
+    decoded_out: Any,
+    complement: bool,
+    table: Any,
+) -> None:
+    """Store one block's result words and/or decode them (8 coordinates per plane byte).
+
+    ``table[0]`` / ``table[1]`` map a "+1 wins" / "-1 wins" byte to eight int8 lanes of 1 /
+    -1 (0xFF) in coordinate order; ``table[2]`` maps a byte of a tie-free result straight to
+    the eight +-1 lanes.
+    """
+    positive_words = positive_bytes.view(np.uint64)
+    negative_words = negative_bytes.view(np.uint64)
+    if positive_out.shape[0] > 0:
+        for word in range(num_words):
+            positive_out[out_word + word] = positive_words[word]
+            negative_out[out_word + word] = negative_words[word]
+    if decoded_out.shape[0] > 0:
+        base = 8 * out_word
+        if complement:
+            for index in range(8 * num_words):
+                decoded_out[base + index] = table[2, positive_bytes[index]]
+        else:
+            for index in range(8 * num_words):
+                decoded_out[base + index] = (
+                    table[0, positive_bytes[index]] | table[1, negative_bytes[index]]
+                )
+
+
+def _nb_vote_plain(
+    votes: Any,
+    first: int,
+    last: int,
+    levels: int,
+    positive_at_least: int,
+    negative_at_least: int,
+    complement: bool,
+    positive_out: Any,
+    negative_out: Any,
+    decoded_out: Any,
+    table: Any,
+) -> None:
+    """Elect words ``[first, last)`` of ``votes`` (n x words, uint64) without abstentions.
+
+    ``T`` is the number of +1 votes; "+1 wins" is ``T >= positive_at_least`` and "-1 wins" is
+    ``T < negative_at_least``. The outputs are indexed from ``first``: result words
+    (``positive_out`` / ``negative_out``, empty to skip) and decoded words
+    (``decoded_out``, 8 per plane word, empty to skip).
+    """
+    num_votes = votes.shape[0]
+    zero = np.uint64(0)
+    positive_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
+    negative_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
+    positive_words = positive_bytes.view(np.uint64)
+    negative_words = negative_bytes.view(np.uint64)
+    for block in range(first, last, _NUMBA_BLOCK_WORDS):
+        block_end = min(last, block + _NUMBA_BLOCK_WORDS)
+        for word in range(block, block_end):
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = zero
+            voter = 0
+            # Four votes: two full adders into bit 0, one into bit 1, a carry into bit 2.
+            while voter + 4 <= num_votes:
+                c0, low = _nb_full_add(c0, votes[voter, word], votes[voter + 1, word])
+                c0, high = _nb_full_add(c0, votes[voter + 2, word], votes[voter + 3, word])
+                c1, carry = _nb_full_add(c1, low, high)
+                c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, levels
+                )
+                voter += 4
+            if voter + 2 <= num_votes:
+                c0, carry = _nb_full_add(c0, votes[voter, word], votes[voter + 1, word])
+                c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 1, levels
+                )
+                voter += 2
+            if voter < num_votes:
+                c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, votes[voter, word], 0, levels
+                )
+            positive = _nb_at_least(c0, c1, c2, c3, c4, c5, c6, c7, c8, positive_at_least)
+            positive_words[word - block] = positive
+            if complement:
+                negative_words[word - block] = ~positive
+            else:
+                negative_words[word - block] = ~_nb_at_least(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, negative_at_least
+                )
+        _nb_finish_block(
+            positive_bytes,
+            negative_bytes,
+            block_end - block,
+            block - first,
+            positive_out,
+            negative_out,
+            decoded_out,
+            complement,
+            table,
+        )
+
+
+def _nb_vote_abstain(
+    votes: Any,
+    abstain: Any,
+    abstain_offset: int,
+    first: int,
+    last: int,
+    levels: int,
+    positive_at_least: int,
+    negative_at_least: int,
+    positive_out: Any,
+    negative_out: Any,
+    decoded_out: Any,
+    table: Any,
+) -> None:
+    """Elect words ``[first, last)`` with abstain planes: ``T = sum_i (c_i + 1)``.
+
+    Voter ``i`` adds its abstain bit ``a`` with weight 1 and its masked sign bit
+    ``s AND NOT a`` with weight 2; word ``w`` of its abstain plane is
+    ``abstain[i, w - abstain_offset]`` (a staging copy may hold only a chunk). Otherwise as
+    :func:`_nb_vote_plain`.
+    """
+    num_votes = votes.shape[0]
+    zero = np.uint64(0)
+    positive_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
+    negative_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
+    positive_words = positive_bytes.view(np.uint64)
+    negative_words = negative_bytes.view(np.uint64)
+    for block in range(first, last, _NUMBA_BLOCK_WORDS):
+        block_end = min(last, block + _NUMBA_BLOCK_WORDS)
+        for word in range(block, block_end):
+            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = zero
+            staged = word - abstain_offset
+            voter = 0
+            # Two voters: abstain bits into bit 0, masked signs and the carry into bit 1,
+            # the two carries of bit 1 into bit 2, its carry into bit 3.
+            while voter + 2 <= num_votes:
+                first_abstain = abstain[voter, staged]
+                second_abstain = abstain[voter + 1, staged]
+                first_sign = votes[voter, word] & ~first_abstain
+                second_sign = votes[voter + 1, word] & ~second_abstain
+                c0, carry_low = _nb_full_add(c0, first_abstain, second_abstain)
+                c1, carry_high = _nb_full_add(c1, first_sign, second_sign)
+                carry_mid = c1 & carry_low
+                c1 ^= carry_low
+                c2, carry = _nb_full_add(c2, carry_high, carry_mid)
+                c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 3, levels
+                )
+                voter += 2
+            if voter < num_votes:
+                last_abstain = abstain[voter, staged]
+                last_sign = votes[voter, word] & ~last_abstain
+                carry_low = c0 & last_abstain
+                c0 ^= last_abstain
+                c1, carry = _nb_full_add(c1, last_sign, carry_low)
+                c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, levels
+                )
+            positive_words[word - block] = _nb_at_least(
+                c0, c1, c2, c3, c4, c5, c6, c7, c8, positive_at_least
+            )
+            negative_words[word - block] = ~_nb_at_least(
+                c0, c1, c2, c3, c4, c5, c6, c7, c8, negative_at_least
+            )
+        _nb_finish_block(
+            positive_bytes,
+            negative_bytes,
+            block_end - block,
+            block - first,
+            positive_out,
+            negative_out,
+            decoded_out,
+            False,
+            table,
+        )
+
+
+def _nb_popcount(word: Any) -> Any:
+    """Return the number of set bits of a uint64 (LLVM turns this into ``popcnt``)."""
+    word = word - ((word >> _U64_SHIFT_1) & _U64_M1)
+    word = (word & _U64_M2) + ((word >> _U64_SHIFT_2) & _U64_M2)
+    word = (word + (word >> _U64_SHIFT_4)) & _U64_M4
+    return (word * _U64_H01) >> _U64_SHIFT_56
+
+
+def _nb_agreement(signs: Any, abstains: Any, wins: Any, losses: Any, ties: Any) -> Any:
+    """Count the words' coordinates where one packed vote equals the result (uint64 planes).
+
+    ``abstains`` is empty for a vote without abstain plane. ``wins`` / ``losses`` / ``ties``
+    are the disjoint result planes, with zero padding.
+    """
+    total = np.uint64(0)
+    if abstains.shape[0] == 0:
+        for word in range(signs.shape[0]):
+            sign = signs[word]
+            total += _nb_popcount((sign & wins[word]) | (~sign & losses[word]))
+    else:
+        for word in range(signs.shape[0]):
+            sign = signs[word]
+            abstain = abstains[word]
+            total += _nb_popcount(
+                (sign & ~abstain & wins[word])
+                | (~(sign | abstain) & losses[word])
+                | (abstain & ties[word])
+            )
+    return total
+
+
+_NUMBA_HELPERS = ("_nb_full_add", "_nb_add_at", "_nb_at_least", "_nb_finish_block", "_nb_popcount")
+_NUMBA_ENTRIES = ("_nb_vote_plain", "_nb_vote_abstain", "_nb_agreement")
+_NUMBA_STATE: dict[str, Any] = {}
+_NUMBA_LOCK = threading.Lock()
+
+
+def _decode_table() -> npt.NDArray[np.uint64]:
+    """Return the ``(3, 256)`` byte-to-eight-lanes table of :func:`_nb_finish_block`."""
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # MSB first
+    positive = bits.astype(np.uint8)
+    negative = (bits * 0xFF).astype(np.uint8)
+    binary = np.where(bits == 1, 1, 0xFF).astype(np.uint8)
+    # Row-major (256, 8) bytes read as little-endian words: lane q is coordinate q.
+    lanes = np.stack([positive, negative, binary]).astype("<u1")
+    return np.ascontiguousarray(lanes).view("<u8").reshape(3, 256).astype(np.uint64)
+
+
+def _numba_kernels() -> dict[str, Any] | None:
+    """Return the compiled kernels, compiling-on-demand wrappers built on first call.
+
+    Returns None (and sets :data:`KERNEL` to ``"numpy"``) when numba cannot be imported.
+    The functions are rebuilt over a private globals dictionary in which the helpers are
+    numba dispatchers, so the module's own ``_nb_*`` functions stay plain Python.
+    """
+    global KERNEL
+    with _NUMBA_LOCK:
+        if "ready" in _NUMBA_STATE:
+            return _NUMBA_STATE if _NUMBA_STATE["ready"] else None
+        try:
+            import numba
+        except Exception:  # noqa: BLE001 - any import failure means "no compiled kernel"
+            _NUMBA_STATE["ready"] = False
+            KERNEL = "numpy"
+            return None
+        namespace = dict(globals())
+        for name in _NUMBA_HELPERS + _NUMBA_ENTRIES:
+            source = globals()[name]
+            function = types.FunctionType(source.__code__, namespace, name)
+            function.__qualname__ = source.__qualname__
+            # Helpers are inlined into the kernels at numba's IR level, so that the counter
+            # bits stay in registers and the branches on constant levels fold away.
+            inline = "always" if name in _NUMBA_HELPERS else "never"
+            namespace[name] = numba.njit(cache=True, nogil=True, inline=inline)(function)
+            _NUMBA_STATE[name] = namespace[name]
+        _NUMBA_STATE["table"] = _decode_table()
+        _NUMBA_STATE["ready"] = True
+        return _NUMBA_STATE
+
+
+def _resolve_kernel(kernel: str | None, num_votes: int) -> dict[str, Any] | None:
+    """Return the compiled kernels to use for ``num_votes`` votes, or None for numpy.
+
+    ``None`` follows :data:`KERNEL` (and falls back to numpy when numba turns out not to
+    import); an explicit ``"numba"`` without numba raises. The compiled kernel counts at most
+    :data:`NUMBA_MAX_VOTES` votes; larger elections take the numpy adder tree either way.
+    """
+    explicit = kernel is not None
+    if kernel is None:
+        kernel = KERNEL
+    elif kernel not in ("numba", "numpy"):
+        raise ValueError(f"kernel must be None, 'numba' or 'numpy', got {kernel!r}")
+    if kernel == "numpy":
+        return None
+    kernels = _numba_kernels()
+    if kernels is None and explicit:
+        raise ValueError("kernel='numba' needs numba, which cannot be imported here")
+    return kernels if num_votes <= NUMBA_MAX_VOTES else None
+
+
+def _as_words(plane_bytes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """View bytes whose last axis is contiguous and a multiple of 8 long as uint64 words."""
+    return plane_bytes.view(np.uint64)
+
+
+def _padded_tail(
+    rows: Sequence[npt.NDArray[np.uint8] | None], first_byte: int
+) -> npt.NDArray[np.uint64]:
+    """Copy the last ``< 8`` bytes of every row into one zero-padded word per row."""
+    tail = np.zeros((len(rows), 8), dtype=np.uint8)
+    for index, row in enumerate(rows):
+        if row is not None:
+            tail[index, : row.shape[0] - first_byte] = row[first_byte:]
+    return _as_words(tail)
+
+
+def _elect_compiled(
+    kernels: dict[str, Any],
+    votes: UInt8Array,
+    matrix: UInt8Array | None,
+    planes: list[UInt8Array],
+    abstain_rows: list[int] | None,
+    decode: bool,
+    workers: int,
+) -> tuple[UInt8Array | None, npt.NDArray[np.uint8] | None]:
+    """Run the compiled kernel; returns what :func:`_elect` returns (before masking).
+
+    The result planes are allocated padded to whole words (their views are returned); the
+    last ``< 8`` bytes of the planes go through the kernel as one zero-padded word, so the
+    padding is handled exactly as in the numpy kernel.
+    """
+    num_votes, num_bytes = votes.shape
+    full_words, tail_bytes = divmod(num_bytes, 8)
+    num_words = full_words + (tail_bytes > 0)
+    empty = np.empty(0, dtype=np.uint64)
+    result: UInt8Array | None = None
+    decoded: npt.NDArray[np.uint8] | None = None
+    positive_words = negative_words = decoded_words = empty
+    if decode:
+        decoded = np.empty(64 * num_words, dtype=np.uint8)
+        decoded_words = _as_words(decoded)
+    else:
+        result = np.empty((2, 8 * num_words), dtype=np.uint8)
+        positive_words, negative_words = _as_words(result)
+    if abstain_rows is None:
+        levels = num_votes.bit_length()
+        positive_at_least, negative_at_least = num_votes // 2 + 1, (num_votes + 1) // 2
+    else:
+        levels = (2 * num_votes).bit_length()
+        positive_at_least, negative_at_least = num_votes + 1, num_votes
+    table = kernels["table"]
+
+    def run(
+        vote_words: npt.NDArray[np.uint64],
+        abstain_words: npt.NDArray[np.uint64] | None,
+        abstain_offset: int,
+        first: int,
+        last: int,
+        out_first: int,
+    ) -> None:
+        out_last = out_first + last - first
+        positive = positive_words[out_first:out_last] if result is not None else empty
+        negative = negative_words[out_first:out_last] if result is not None else empty
+        elected = decoded_words[8 * out_first : 8 * out_last] if decode else empty
+        if abstain_words is None:
+            kernels["_nb_vote_plain"](
+                vote_words,
+                first,
+                last,
+                levels,
+                positive_at_least,
+                negative_at_least,
+                positive_at_least == negative_at_least,
+                positive,
+                negative,
+                elected,
+                table,
+            )
+        else:
+            kernels["_nb_vote_abstain"](
+                vote_words,
+                abstain_words,
+                abstain_offset,
+                first,
+                last,
+                levels,
+                positive_at_least,
+                negative_at_least,
+                positive,
+                negative,
+                elected,
+                table,
+            )
+
+    main_votes = _as_words(votes[:, : 8 * full_words])
+    main_matrix = _as_words(matrix[:, : 8 * full_words]) if matrix is not None else None
+    chunk_words = _CHUNK_BYTES // 8
+
+    def run_range(first: int, last: int) -> None:
+        if abstain_rows is None or matrix is not None:
+            run(main_votes, main_matrix, 0, first, last, first)
+            return
+        # Abstain planes given one by one: copy a chunk of them at a time into a staging
+        # matrix (rows of voters without a plane stay 0) that the kernel reads from cache.
+        staging = np.zeros((num_votes, chunk_words), dtype=np.uint64)
+        staging_bytes = staging.view(np.uint8)
+        for start in range(first, last, chunk_words):
+            stop = min(last, start + chunk_words)
+            for row, plane in zip(abstain_rows, planes, strict=True):
+                np.copyto(staging_bytes[row, : 8 * (stop - start)], plane[8 * start : 8 * stop])
+            run(main_votes, staging, start, start, stop, start)
+
+    if full_words:
+        splits = [full_words * k // workers for k in range(workers + 1)]
+        if workers == 1:
+            run_range(0, full_words)
+        else:
+            pool = _thread_pool(workers)
+            futures = [
+                pool.submit(run_range, splits[k], splits[k + 1])
+                for k in range(workers)
+                if splits[k] < splits[k + 1]
+            ]
+            for future in futures:
+                future.result()
+    if tail_bytes:
+        first_byte = 8 * full_words
+        tail_abstain: npt.NDArray[np.uint64] | None = None
+        if matrix is not None:
+            tail_abstain = _padded_tail(list(matrix), first_byte)
+        elif abstain_rows is not None:
+            plane_of = dict(zip(abstain_rows, planes, strict=True))
+            tail_abstain = _padded_tail([plane_of.get(v) for v in range(num_votes)], first_byte)
+        run(_padded_tail(list(votes), first_byte), tail_abstain, 0, 0, 1, full_words)
+    if result is not None:
+        return result[:, :num_bytes], None
+    return None, decoded
+
+
 @overload
 def global_majority(
     packed_votes: torch.Tensor,
@@ -930,6 +1497,7 @@ def global_majority(
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
     threads: int | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor: ...
 
 
@@ -940,6 +1508,7 @@ def global_majority(
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
     threads: int | None = None,
+    kernel: str | None = None,
 ) -> Int8Array: ...
 
 
@@ -949,6 +1518,7 @@ def global_majority(
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
     threads: int | None = None,
+    kernel: str | None = None,
 ) -> Int8Array | torch.Tensor:
     """Elect ``v = sign(sum_i c_i)`` from packed votes; a tie gives 0.
 
@@ -964,6 +1534,10 @@ def global_majority(
     threads : int or None (default: None)
         Worker threads; ``None`` uses :data:`DEFAULT_THREADS`. The result does not
         depend on it.
+    kernel : {"numba", "numpy"} or None (default: None)
+        ``"numba"``: the compiled single-pass kernel (needs numba; elections of more than
+        :data:`NUMBA_MAX_VOTES` votes still take the numpy tree); ``"numpy"``: the numpy
+        adder tree; ``None``: :data:`KERNEL`. The result does not depend on it.
 
     Returns
     -------
@@ -974,9 +1548,10 @@ def global_majority(
     Raises
     ------
     ValueError
-        On a wrong dtype, shape or count, or when there is no vote.
+        On a wrong dtype, shape or count, when there is no vote, on an unknown ``kernel``
+        or on ``kernel="numba"`` without numba.
     """
-    _, decoded = _elect(packed_votes, count, abstain, decode=True, threads=threads)
+    _, decoded = _elect(packed_votes, count, abstain, decode=True, threads=threads, kernel=kernel)
     assert decoded is not None
     elected = decoded.view(np.int8)[: _check_count(count)]
     if _is_torch_tensor(packed_votes):
@@ -995,6 +1570,8 @@ def packed_agreement(
     packed_votes: UInt8Array | torch.Tensor,
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None,
     result: Int8Array | torch.Tensor,
+    *,
+    kernel: str | None = None,
 ) -> npt.NDArray[np.float64]:
     """Return, per voter, the fraction of coordinates where its packed vote equals ``result``.
 
@@ -1009,6 +1586,10 @@ def packed_agreement(
         Abstain planes, as for :func:`global_majority`.
     result : numpy.ndarray or torch.Tensor
         The elected ``(d,)`` integer vector in {-1, 0, +1}, ``d >= 1``.
+    kernel : {"numba", "numpy"} or None (default: None)
+        ``"numba"`` counts each vote's agreement in one compiled pass, ``"numpy"`` with a few
+        bitwise passes per vote, ``None`` follows :data:`KERNEL`. The result does not depend
+        on it.
 
     Returns
     -------
@@ -1018,7 +1599,8 @@ def packed_agreement(
     Raises
     ------
     ValueError
-        On a wrong dtype or shape, an empty ``result`` or a value outside {-1, 0, +1}.
+        On a wrong dtype or shape, an empty ``result``, a value outside {-1, 0, +1}, an
+        unknown ``kernel`` or ``kernel="numba"`` without numba.
     """
     if _is_torch_tensor(result):
         result = result.detach().cpu().numpy()  # type: ignore[union-attr]
@@ -1038,6 +1620,11 @@ def packed_agreement(
     ties[-1] &= _padding_mask(count)
     plane_of = dict(zip(rows or [], planes, strict=True)) if planes else {}
     agreement = np.empty(votes.shape[0], dtype=np.float64)
+    kernels = _resolve_kernel(kernel, votes.shape[0])
+    if kernels is not None:
+        _agreement_compiled(kernels, votes, matrix, plane_of, wins, losses, ties, agreement)
+        agreement /= count
+        return agreement
     for voter in range(votes.shape[0]):
         signs = votes[voter]
         abstains = matrix[voter] if matrix is not None else plane_of.get(voter)
@@ -1054,3 +1641,37 @@ def packed_agreement(
             )
         agreement[voter] = agree / count
     return agreement
+
+
+def _agreement_compiled(
+    kernels: dict[str, Any],
+    votes: UInt8Array,
+    matrix: UInt8Array | None,
+    plane_of: dict[int, UInt8Array],
+    wins: UInt8Array,
+    losses: UInt8Array,
+    ties: UInt8Array,
+    out: npt.NDArray[np.float64],
+) -> None:
+    """Write into ``out`` the number of coordinates where each vote equals the result.
+
+    One compiled pass per vote over its whole words, plus one zero-padded word for the last
+    ``< 8`` bytes (the padding of the result planes is 0, so it never counts).
+    """
+    num_bytes = votes.shape[1]
+    full_words, tail_bytes = divmod(num_bytes, 8)
+    first_byte = 8 * full_words
+    result_planes = [wins, losses, ties]
+    main = [_as_words(plane[:first_byte]) for plane in result_planes]
+    tail = [_padded_tail([plane], first_byte)[0] for plane in result_planes]
+    empty = np.empty(0, dtype=np.uint64)
+    agreement = kernels["_nb_agreement"]
+    for voter in range(votes.shape[0]):
+        signs = votes[voter]
+        abstains = matrix[voter] if matrix is not None else plane_of.get(voter)
+        main_abstains = empty if abstains is None else _as_words(abstains[:first_byte])
+        total = int(agreement(_as_words(signs[:first_byte]), main_abstains, *main))
+        if tail_bytes:
+            tail_abstains = empty if abstains is None else _padded_tail([abstains], first_byte)[0]
+            total += int(agreement(_padded_tail([signs], first_byte)[0], tail_abstains, *tail))
+        out[voter] = total

@@ -65,7 +65,10 @@ def _save_entries(entries: dict[tuple[int, int], dict[str, object]]) -> None:
         ),
         "codes": [entries[key] for key in sorted(entries)],
     }
-    text = json.dumps(payload, indent=1, sort_keys=False)
+    # One code per line keeps the file small and its diffs readable.
+    body = ",\n  ".join(json.dumps(entry) for entry in payload["codes"])
+    text = f'{{"description": {json.dumps(payload["description"])},\n "codes": [\n  {body}\n ]}}'
+
     # Write then rename, so a reader never sees a half-written table.
     partial = path.with_suffix(".json.tmp")
     partial.write_text(text + "\n", encoding="utf-8")

@@ -21,8 +21,8 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fl_election.config import RunConfig
 from fl_election.codes import max_tolerance
+from fl_election.config import RunConfig
 from fl_election.data import load_dataset
 from fl_election.models import create_model, trainable_names
 from fl_election.training import evaluate
@@ -171,7 +171,7 @@ def _plot(record: dict[str, Any], path: Path) -> None:
 
     points = [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(*zip(*points), marker=".")
+    ax.plot(*zip(*points, strict=True), marker=".")
     ax.set_xlabel("round (SignSGD step)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)

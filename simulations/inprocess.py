@@ -16,8 +16,8 @@ from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -68,7 +68,9 @@ class InProcessGrid(Grid):
         for i in range(num_nodes):
             node_id = 1000 + i
             node_config = dict(
-                node_configs[i] if node_configs else {"partition-id": i, "num-partitions": num_nodes}
+                node_configs[i]
+                if node_configs
+                else {"partition-id": i, "num-partitions": num_nodes}
             )
             self.contexts[node_id] = Context(
                 run_id=run_id,

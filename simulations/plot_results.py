@@ -29,9 +29,9 @@ def load_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def accuracy_curve(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Rounds and test accuracies of one run."""
+    """Return the rounds and test accuracies of one run."""
     points = [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
-    rounds, accuracy = zip(*points)
+    rounds, accuracy = zip(*points, strict=True)
     return np.asarray(rounds), np.asarray(accuracy)
 
 
@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     args = parser.parse_args(argv)
-    folders = sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
+    folders = (
+        sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
+    )
     written = [plot_sweep(folder, args.figures) for folder in folders]
     written = [p for p in written if p is not None]
     if not written:

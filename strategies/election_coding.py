@@ -81,9 +81,7 @@ def default_trainable_keys(arrays: ArrayRecord) -> list[str]:
     """
     keys = []
     for key, array in arrays.items():
-        if np.issubdtype(np.dtype(array.dtype), np.floating) and not key.endswith(
-            BUFFER_SUFFIXES
-        ):
+        if np.issubdtype(np.dtype(array.dtype), np.floating) and not key.endswith(BUFFER_SUFFIXES):
             keys.append(key)
     return keys
 
@@ -357,9 +355,7 @@ class ElectionCoding(FedAvg):
                     "partition-ids": [int(p) for p in partitions],
                 }
             )
-            record = RecordDict(
-                {self.arrayrecord_key: arrays, self.configrecord_key: node_config}
-            )
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: node_config})
             messages.append(
                 Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_id)
             )
@@ -461,7 +457,9 @@ class ElectionCoding(FedAvg):
 
         weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])
         updated = self.optimizer.step(weights, direction, lr)
-        new_trainable = dict(zip(self.trainable_keys, unflatten_arrays(updated, shapes)))
+        new_trainable = dict(
+            zip(self.trainable_keys, unflatten_arrays(updated, shapes), strict=True)
+        )
         new_arrays = ArrayRecord()
         for key, array in self._arrays.items():
             if key in new_trainable:

@@ -119,9 +119,7 @@ class FullGradientMedian(ElectionCoding):
         buffer_shapes: Mapping[str, tuple[int, ...]],
     ) -> ParsedReply:
         """Validate one reply carrying a float gradient."""
-        return parse_gradient(
-            message, num_coordinates=num_coordinates, buffer_shapes=buffer_shapes
-        )
+        return parse_gradient(message, num_coordinates=num_coordinates, buffer_shapes=buffer_shapes)
 
     def compute_direction(
         self, replies: list[Message], num_coordinates: int

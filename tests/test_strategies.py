@@ -73,8 +73,9 @@ def test_configure_train_sends_each_node_its_row_and_keeps_the_mapping():
 
 def test_aggregate_applies_the_majority_with_momentum_and_weight_decay():
     arrays = model_arrays()
-    strategy = ElectionCoding(uncoded(3), lr=0.1, momentum=0.5, weight_decay=0.01,
-                              trainable_keys=["w", "b"])
+    strategy = ElectionCoding(
+        uncoded(3), lr=0.1, momentum=0.5, weight_decay=0.01, trainable_keys=["w", "b"]
+    )
     out = sent(strategy, arrays)
     d = 12
     rng = np.random.default_rng(0)
@@ -102,23 +103,30 @@ def test_aggregate_applies_the_majority_with_momentum_and_weight_decay():
 
 
 def test_abstentions_travel_and_ties_give_zero():
-    strategy = ElectionCoding(uncoded(4), lr=1.0, momentum=0.0, weight_decay=0.0,
-                              trainable_keys=["w", "b"])
+    strategy = ElectionCoding(
+        uncoded(4), lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w", "b"]
+    )
     arrays = model_arrays()
     out = sent(strategy, arrays, nodes=(1, 2, 3, 4))
-    votes = [np.array([1, 1, 0, -1] * 3, dtype=np.int8), np.array([1, -1, 0, -1] * 3, dtype=np.int8),
-             np.array([-1, -1, 0, 1] * 3, dtype=np.int8), np.array([1, 1, 0, -1] * 3, dtype=np.int8)]
-    replies = [vote_reply(out[n], v) for n, v in zip((1, 2, 3, 4), votes)]
+    votes = [
+        np.array([1, 1, 0, -1] * 3, dtype=np.int8),
+        np.array([1, -1, 0, -1] * 3, dtype=np.int8),
+        np.array([-1, -1, 0, 1] * 3, dtype=np.int8),
+        np.array([1, 1, 0, -1] * 3, dtype=np.int8),
+    ]
+    replies = [vote_reply(out[n], v) for n, v in zip((1, 2, 3, 4), votes, strict=True)]
     new, metrics = strategy.aggregate_train(1, replies)
     direction = np.concatenate([arrays["w"].numpy(), arrays["b"].numpy()]) - np.concatenate(
-        [new["w"].numpy(), new["b"].numpy()])
+        [new["w"].numpy(), new["b"].numpy()]
+    )
     np.testing.assert_allclose(direction, np.array([1, 0, 0, -1] * 3, dtype=np.float32), atol=1e-6)
     assert metrics["abstain-fraction"] == pytest.approx(0.5)
 
 
 def test_malformed_and_missing_replies_are_rejected_counted_and_the_vote_goes_on():
-    strategy = ElectionCoding(uncoded(7), lr=1.0, momentum=0.0, weight_decay=0.0,
-                              trainable_keys=["w", "b"])
+    strategy = ElectionCoding(
+        uncoded(7), lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w", "b"]
+    )
     arrays = model_arrays()
     out = sent(strategy, arrays, nodes=range(1, 8))
     good = np.array([1, -1] * 6, dtype=np.int8)
@@ -143,7 +151,9 @@ def test_malformed_and_missing_replies_are_rejected_counted_and_the_vote_goes_on
 def test_no_valid_vote_leaves_the_model_unchanged_and_reports_missing_nodes():
     strategy = ElectionCoding(uncoded(3), trainable_keys=["w", "b"])
     out = sent(strategy, model_arrays())
-    new, metrics = strategy.aggregate_train(1, [Message(Error(code=1, reason="x"), reply_to=out[10])])
+    new, metrics = strategy.aggregate_train(
+        1, [Message(Error(code=1, reason="x"), reply_to=out[10])]
+    )
     assert new is None
     assert metrics["valid-votes"] == 0 and metrics["missing-replies"] == 2
 
@@ -160,22 +170,32 @@ def test_constructor_errors():
 
 
 def test_fgm_takes_the_coordinate_median_of_float_gradients():
-    strategy = FullGradientMedian(3, lr=1.0, momentum=0.0, weight_decay=0.0,
-                                  trainable_keys=["w", "b"])
+    strategy = FullGradientMedian(
+        3, lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w", "b"]
+    )
     arrays = model_arrays()
     out = sent(strategy, arrays)
     assert all(m.content["config"]["payload"] == "gradient" for m in out.values())
-    grads = {10: np.arange(12, dtype=np.float32), 20: -np.arange(12, dtype=np.float32),
-             30: 100 * np.ones(12, dtype=np.float32)}
+    grads = {
+        10: np.arange(12, dtype=np.float32),
+        20: -np.arange(12, dtype=np.float32),
+        30: 100 * np.ones(12, dtype=np.float32),
+    }
     replies = []
     for n, g in grads.items():
-        content = RecordDict({"vote": ArrayRecord({"gradient": Array(g)}),
-                              "metrics": MetricRecord({"num-examples": 1})})
+        content = RecordDict(
+            {
+                "vote": ArrayRecord({"gradient": Array(g)}),
+                "metrics": MetricRecord({"num-examples": 1}),
+            }
+        )
         replies.append(Message(content=content, reply_to=out[n]))
     nan = RecordDict({"vote": ArrayRecord({"gradient": Array(np.full(12, np.nan, np.float32))})})
     new, metrics = strategy.aggregate_train(1, replies + [Message(nan, reply_to=out[10])])
     w = np.concatenate([arrays["w"].numpy(), arrays["b"].numpy()])
-    np.testing.assert_allclose(np.concatenate([new["w"].numpy(), new["b"].numpy()]),
-                               w - np.median(np.stack(list(grads.values())), axis=0))
+    np.testing.assert_allclose(
+        np.concatenate([new["w"].numpy(), new["b"].numpy()]),
+        w - np.median(np.stack(list(grads.values())), axis=0),
+    )
     assert metrics["rejected-replies"] == 1
     assert metrics["uplink-bytes"] == 3 * 12 * 4
