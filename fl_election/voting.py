@@ -849,10 +849,9 @@ def _elect(
     num_votes, num_bytes = votes.shape
     matrix, planes, abstain_rows = _as_abstain(abstain, num_votes, count)
     kernels = _resolve_kernel(kernel, num_votes)
-    result = np.empty((2, num_bytes), dtype=np.uint8) if not decode else None
-    decoded = np.empty(8 * num_bytes, dtype=np.uint8) if decode else None
     if num_bytes == 0:
-        return result, decoded
+        empty = np.empty((2, 0) if not decode else 0, dtype=np.uint8)
+        return (empty, None) if not decode else (None, empty)
     chunk = min(_CHUNK_BYTES, num_bytes)
     num_chunks = -(-num_bytes // chunk)
     workers = _thread_count(threads, num_chunks)
@@ -863,6 +862,8 @@ def _elect(
         if result is not None:
             result[:, -1] &= _padding_mask(count)
         return result, decoded
+    result = np.empty((2, num_bytes), dtype=np.uint8) if not decode else None
+    decoded = np.empty(8 * num_bytes, dtype=np.uint8) if decode else None
     program = _TreeProgram(num_votes, abstain_rows)
     splits = [min(num_bytes, (num_chunks * k // workers) * chunk) for k in range(workers + 1)]
 
@@ -959,6 +960,11 @@ def _execute(ops: list[_Op], views: list[UInt8Array]) -> None:
 #: Most votes the compiled kernel counts (with abstentions ``T <= 2n`` must fit in nine bits);
 #: larger elections use the numpy adder tree.
 NUMBA_MAX_VOTES = 255
+# Counter bits of the compiled kernels: numba freezes this global at compile time, and
+# :func:`_numba_kernels` compiles every kernel twice, with 5 bits (up to 31 votes, or 15 with
+# abstentions: the common case, cheap) and with 9 bits (up to NUMBA_MAX_VOTES).
+_NB_WIDTH = 9
+_NB_WIDTHS = (5, 9)
 # Words per block of the compiled kernel: the block's result words (2 x 2 KiB) are decoded
 # while they are still in L1.
 _NUMBA_BLOCK_WORDS = 256
@@ -992,52 +998,68 @@ def _nb_add_at(
     c8: Any,
     carry: Any,
     level: int,
-    levels: int,
+    width: int,
 ) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any]:
-    """Add the plane ``carry`` with weight ``2**level`` to the counter ``c0..c8``.
+    """Add the plane ``carry`` with weight ``2**level`` to the ``width``-bit counter ``c0..c8``.
 
-    ``level`` is a constant at every call site (the branches on it fold away once inlined);
-    ``levels`` is the number of bits the count can reach in this election, so the ripple
-    stops there: no carry can leave the top bit, and small elections do not pay for nine.
+    Both ``level`` and ``width`` are compile-time constants at every call site, so once
+    inlined the branches fold away and the ripple is straight-line code; the counter is wide
+    enough that no carry leaves its top bit.
     """
-    if level <= 0 < levels:
+    if level <= 0 < width:
         spill = c0 & carry
         c0 ^= carry
         carry = spill
-    if level <= 1 < levels:
+    if level <= 1 < width:
         spill = c1 & carry
         c1 ^= carry
         carry = spill
-    if level <= 2 < levels:
+    if level <= 2 < width:
         spill = c2 & carry
         c2 ^= carry
         carry = spill
-    if level <= 3 < levels:
+    if level <= 3 < width:
         spill = c3 & carry
         c3 ^= carry
         carry = spill
-    if level <= 4 < levels:
+    if level <= 4 < width:
         spill = c4 & carry
         c4 ^= carry
         carry = spill
-    if level <= 5 < levels:
+    if level <= 5 < width:
         spill = c5 & carry
         c5 ^= carry
         carry = spill
-    if level <= 6 < levels:
+    if level <= 6 < width:
         spill = c6 & carry
         c6 ^= carry
         carry = spill
-    if level <= 7 < levels:
+    if level <= 7 < width:
         spill = c7 & carry
         c7 ^= carry
         carry = spill
-    if level <= 8 < levels:
+    if level <= 8 < width:
         c8 ^= carry
     return c0, c1, c2, c3, c4, c5, c6, c7, c8
 
 
-def _nb_at_least(
+def _nb_bias(bias: int) -> tuple[Any, Any, Any, Any, Any, Any, Any, Any, Any]:
+    """Return the counter ``c0..c8`` holding the constant ``bias`` in every coordinate."""
+    zero = np.uint64(0)
+    return (
+        _U64_ALL if bias & 1 else zero,
+        _U64_ALL if bias & 2 else zero,
+        _U64_ALL if bias & 4 else zero,
+        _U64_ALL if bias & 8 else zero,
+        _U64_ALL if bias & 16 else zero,
+        _U64_ALL if bias & 32 else zero,
+        _U64_ALL if bias & 64 else zero,
+        _U64_ALL if bias & 128 else zero,
+        _U64_ALL if bias & 256 else zero,
+    )
+
+
+def _nb_decide(
     c0: Any,
     c1: Any,
     c2: Any,
@@ -1047,25 +1069,24 @@ def _nb_at_least(
     c6: Any,
     c7: Any,
     c8: Any,
-    threshold: int,
-) -> Any:
-    """Return the plane of ``T >= threshold`` for the bit-sliced count ``T = c0..c8``.
+    width: int,
+    complement: bool,
+) -> tuple[Any, Any]:
+    """Return the "+1 wins" and "-1 wins" planes of a biased count of ``width`` bits.
 
-    Scans the bits upwards; ``wins`` holds "the low bits of T are >= the low bits of the
-    threshold" (true for no bits). Bits of the count above its width are zero, which gives
-    the right answer, so the scan always runs over all nine (the branches are predictable).
+    The counter started at ``bias = 2**(width - 1) - positive_at_least``, so "+1 wins" is
+    its top bit, and the count is one below the threshold (a tie when the "-1 wins"
+    threshold is one lower) exactly when the top bit is 0 and all others are 1.
     """
-    wins = _U64_ALL
-    wins = (c0 & wins) if threshold & 1 else (c0 | wins)
-    wins = (c1 & wins) if threshold & 2 else (c1 | wins)
-    wins = (c2 & wins) if threshold & 4 else (c2 | wins)
-    wins = (c3 & wins) if threshold & 8 else (c3 | wins)
-    wins = (c4 & wins) if threshold & 16 else (c4 | wins)
-    wins = (c5 & wins) if threshold & 32 else (c5 | wins)
-    wins = (c6 & wins) if threshold & 64 else (c6 | wins)
-    wins = (c7 & wins) if threshold & 128 else (c7 | wins)
-    wins = (c8 & wins) if threshold & 256 else (c8 | wins)
-    return wins
+    if width == 5:
+        top = c4
+        below = c0 & c1 & c2 & c3
+    else:
+        top = c8
+        below = c0 & c1 & c2 & c3 & c4 & c5 & c6 & c7
+    if complement:
+        return top, ~top
+    return top, ~(top | below)
 
 
 def _nb_finish_block(
@@ -1092,14 +1113,17 @@ def _nb_finish_block(
             positive_out[out_word + word] = positive_words[word]
             negative_out[out_word + word] = negative_words[word]
     if decoded_out.shape[0] > 0:
-        base = 8 * out_word
+        # Unsigned indices spare numba's negative-index wraparound on every access.
+        base = np.uint64(8 * out_word)
         if complement:
             for index in range(8 * num_words):
-                decoded_out[base + index] = table[2, positive_bytes[index]]
+                byte = np.uint64(index)
+                decoded_out[base + byte] = table[2, positive_bytes[byte]]
         else:
             for index in range(8 * num_words):
-                decoded_out[base + index] = (
-                    table[0, positive_bytes[index]] | table[1, negative_bytes[index]]
+                byte = np.uint64(index)
+                decoded_out[base + byte] = (
+                    table[0, positive_bytes[byte]] | table[1, negative_bytes[byte]]
                 )
 
 
@@ -1107,9 +1131,7 @@ def _nb_vote_plain(
     votes: Any,
     first: int,
     last: int,
-    levels: int,
-    positive_at_least: int,
-    negative_at_least: int,
+    bias: int,
     complement: bool,
     positive_out: Any,
     negative_out: Any,
@@ -1118,49 +1140,50 @@ def _nb_vote_plain(
 ) -> None:
     """Elect words ``[first, last)`` of ``votes`` (n x words, uint64) without abstentions.
 
-    ``T`` is the number of +1 votes; "+1 wins" is ``T >= positive_at_least`` and "-1 wins" is
-    ``T < negative_at_least``. The outputs are indexed from ``first``: result words
+    ``T`` is the number of +1 votes, counted from ``bias`` in a counter of ``_NB_WIDTH`` bits
+    (a compile-time constant, see :func:`_nb_decide`); ``complement`` says that "-1 wins" is
+    "+1 does not win" (odd n). The outputs are indexed from ``first``: result words
     (``positive_out`` / ``negative_out``, empty to skip) and decoded words
     (``decoded_out``, 8 per plane word, empty to skip).
     """
-    num_votes = votes.shape[0]
-    zero = np.uint64(0)
+    # Unsigned indices spare numba's negative-index wraparound on every load.
+    num_votes = np.uint64(votes.shape[0])
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    start = _nb_bias(bias)
     positive_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
     negative_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
     positive_words = positive_bytes.view(np.uint64)
     negative_words = negative_bytes.view(np.uint64)
     for block in range(first, last, _NUMBA_BLOCK_WORDS):
         block_end = min(last, block + _NUMBA_BLOCK_WORDS)
-        for word in range(block, block_end):
-            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = zero
-            voter = 0
+        for word_index in range(block, block_end):
+            word = np.uint64(word_index)
+            c0, c1, c2, c3, c4, c5, c6, c7, c8 = start
+            voter = np.uint64(0)
             # Four votes: two full adders into bit 0, one into bit 1, a carry into bit 2.
-            while voter + 4 <= num_votes:
-                c0, low = _nb_full_add(c0, votes[voter, word], votes[voter + 1, word])
-                c0, high = _nb_full_add(c0, votes[voter + 2, word], votes[voter + 3, word])
+            while voter + four <= num_votes:
+                c0, low = _nb_full_add(c0, votes[voter, word], votes[voter + one, word])
+                c0, high = _nb_full_add(c0, votes[voter + two, word], votes[voter + three, word])
                 c1, carry = _nb_full_add(c1, low, high)
                 c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, levels
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, _NB_WIDTH
                 )
-                voter += 4
-            if voter + 2 <= num_votes:
-                c0, carry = _nb_full_add(c0, votes[voter, word], votes[voter + 1, word])
+                voter += four
+            if voter + two <= num_votes:
+                c0, carry = _nb_full_add(c0, votes[voter, word], votes[voter + one, word])
                 c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 1, levels
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 1, _NB_WIDTH
                 )
-                voter += 2
+                voter += two
             if voter < num_votes:
                 c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, votes[voter, word], 0, levels
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, votes[voter, word], 0, _NB_WIDTH
                 )
-            positive = _nb_at_least(c0, c1, c2, c3, c4, c5, c6, c7, c8, positive_at_least)
-            positive_words[word - block] = positive
-            if complement:
-                negative_words[word - block] = ~positive
-            else:
-                negative_words[word - block] = ~_nb_at_least(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, negative_at_least
-                )
+            positive, negative = _nb_decide(
+                c0, c1, c2, c3, c4, c5, c6, c7, c8, _NB_WIDTH, complement
+            )
+            positive_words[word_index - block] = positive
+            negative_words[word_index - block] = negative
         _nb_finish_block(
             positive_bytes,
             negative_bytes,
@@ -1180,9 +1203,7 @@ def _nb_vote_abstain(
     abstain_offset: int,
     first: int,
     last: int,
-    levels: int,
-    positive_at_least: int,
-    negative_at_least: int,
+    bias: int,
     positive_out: Any,
     negative_out: Any,
     decoded_out: Any,
@@ -1192,37 +1213,40 @@ def _nb_vote_abstain(
 
     Voter ``i`` adds its abstain bit ``a`` with weight 1 and its masked sign bit
     ``s AND NOT a`` with weight 2; word ``w`` of its abstain plane is
-    ``abstain[i, w - abstain_offset]`` (a staging copy may hold only a chunk). Otherwise as
-    :func:`_nb_vote_plain`.
+    ``abstain[i, w - abstain_offset]`` (a staging copy may hold only a chunk). "+1 wins" is
+    ``T >= n + 1`` and "-1 wins" is ``T < n``, one lower. Otherwise as :func:`_nb_vote_plain`.
     """
-    num_votes = votes.shape[0]
-    zero = np.uint64(0)
+    # Unsigned indices spare numba's negative-index wraparound on every load.
+    num_votes = np.uint64(votes.shape[0])
+    one, two = np.uint64(1), np.uint64(2)
+    start = _nb_bias(bias)
     positive_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
     negative_bytes = np.empty(8 * _NUMBA_BLOCK_WORDS, dtype=np.uint8)
     positive_words = positive_bytes.view(np.uint64)
     negative_words = negative_bytes.view(np.uint64)
     for block in range(first, last, _NUMBA_BLOCK_WORDS):
         block_end = min(last, block + _NUMBA_BLOCK_WORDS)
-        for word in range(block, block_end):
-            c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = zero
-            staged = word - abstain_offset
-            voter = 0
+        for word_index in range(block, block_end):
+            word = np.uint64(word_index)
+            c0, c1, c2, c3, c4, c5, c6, c7, c8 = start
+            staged = np.uint64(word_index - abstain_offset)
+            voter = np.uint64(0)
             # Two voters: abstain bits into bit 0, masked signs and the carry into bit 1,
             # the two carries of bit 1 into bit 2, its carry into bit 3.
-            while voter + 2 <= num_votes:
+            while voter + two <= num_votes:
                 first_abstain = abstain[voter, staged]
-                second_abstain = abstain[voter + 1, staged]
+                second_abstain = abstain[voter + one, staged]
                 first_sign = votes[voter, word] & ~first_abstain
-                second_sign = votes[voter + 1, word] & ~second_abstain
+                second_sign = votes[voter + one, word] & ~second_abstain
                 c0, carry_low = _nb_full_add(c0, first_abstain, second_abstain)
                 c1, carry_high = _nb_full_add(c1, first_sign, second_sign)
                 carry_mid = c1 & carry_low
                 c1 ^= carry_low
                 c2, carry = _nb_full_add(c2, carry_high, carry_mid)
                 c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 3, levels
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 3, _NB_WIDTH
                 )
-                voter += 2
+                voter += two
             if voter < num_votes:
                 last_abstain = abstain[voter, staged]
                 last_sign = votes[voter, word] & ~last_abstain
@@ -1230,14 +1254,11 @@ def _nb_vote_abstain(
                 c0 ^= last_abstain
                 c1, carry = _nb_full_add(c1, last_sign, carry_low)
                 c0, c1, c2, c3, c4, c5, c6, c7, c8 = _nb_add_at(
-                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, levels
+                    c0, c1, c2, c3, c4, c5, c6, c7, c8, carry, 2, _NB_WIDTH
                 )
-            positive_words[word - block] = _nb_at_least(
-                c0, c1, c2, c3, c4, c5, c6, c7, c8, positive_at_least
-            )
-            negative_words[word - block] = ~_nb_at_least(
-                c0, c1, c2, c3, c4, c5, c6, c7, c8, negative_at_least
-            )
+            positive, negative = _nb_decide(c0, c1, c2, c3, c4, c5, c6, c7, c8, _NB_WIDTH, False)
+            positive_words[word_index - block] = positive
+            negative_words[word_index - block] = negative
         _nb_finish_block(
             positive_bytes,
             negative_bytes,
@@ -1282,7 +1303,14 @@ def _nb_agreement(signs: Any, abstains: Any, wins: Any, losses: Any, ties: Any) 
     return total
 
 
-_NUMBA_HELPERS = ("_nb_full_add", "_nb_add_at", "_nb_at_least", "_nb_finish_block", "_nb_popcount")
+_NUMBA_HELPERS = (
+    "_nb_full_add",
+    "_nb_add_at",
+    "_nb_bias",
+    "_nb_decide",
+    "_nb_finish_block",
+    "_nb_popcount",
+)
 _NUMBA_ENTRIES = ("_nb_vote_plain", "_nb_vote_abstain", "_nb_agreement")
 _NUMBA_STATE: dict[str, Any] = {}
 _NUMBA_LOCK = threading.Lock()
@@ -1316,16 +1344,26 @@ def _numba_kernels() -> dict[str, Any] | None:
             _NUMBA_STATE["ready"] = False
             KERNEL = "numpy"
             return None
-        namespace = dict(globals())
-        for name in _NUMBA_HELPERS + _NUMBA_ENTRIES:
-            source = globals()[name]
-            function = types.FunctionType(source.__code__, namespace, name)
-            function.__qualname__ = source.__qualname__
-            # Helpers are inlined into the kernels at numba's IR level, so that the counter
-            # bits stay in registers and the branches on constant levels fold away.
-            inline = "always" if name in _NUMBA_HELPERS else "never"
-            namespace[name] = numba.njit(cache=True, nogil=True, inline=inline)(function)
-            _NUMBA_STATE[name] = namespace[name]
+        helpers: dict[str, Any] = {}
+        for width in _NB_WIDTHS:
+            namespace = {**globals(), **helpers, "_NB_WIDTH": width}
+            for name in _NUMBA_HELPERS + _NUMBA_ENTRIES:
+                if name in helpers:
+                    continue
+                source = globals()[name]
+                function = types.FunctionType(source.__code__, namespace, name)
+                # The qualified name names the cache file: one per width of a kernel.
+                function.__qualname__ = source.__qualname__
+                if name in _NUMBA_HELPERS:
+                    # Inlined at numba's IR level, so that the counter bits stay in
+                    # registers and the branches on constant levels fold away.
+                    helpers[name] = numba.njit(cache=True, nogil=True, inline="always")(function)
+                    namespace[name] = helpers[name]
+                else:
+                    function.__qualname__ += f"_width{width}"
+                    _NUMBA_STATE[f"{name}_width{width}"] = numba.njit(cache=True, nogil=True)(
+                        function
+                    )
         _NUMBA_STATE["table"] = _decode_table()
         _NUMBA_STATE["ready"] = True
         return _NUMBA_STATE
@@ -1396,12 +1434,21 @@ def _elect_compiled(
         result = np.empty((2, 8 * num_words), dtype=np.uint8)
         positive_words, negative_words = _as_words(result)
     if abstain_rows is None:
-        levels = num_votes.bit_length()
-        positive_at_least, negative_at_least = num_votes // 2 + 1, (num_votes + 1) // 2
+        max_count, positive_at_least = num_votes, num_votes // 2 + 1
+        complement = num_votes % 2 == 1
     else:
-        levels = (2 * num_votes).bit_length()
-        positive_at_least, negative_at_least = num_votes + 1, num_votes
+        max_count, positive_at_least = 2 * num_votes, num_votes + 1
+        complement = False
+    # The narrowest counter whose top bit, counting from the bias, is "T >= threshold".
+    width = next(
+        w
+        for w in _NB_WIDTHS
+        if positive_at_least <= 1 << (w - 1) and max_count - positive_at_least < 1 << (w - 1)
+    )
+    bias = (1 << (width - 1)) - positive_at_least
     table = kernels["table"]
+    vote_plain = kernels[f"_nb_vote_plain_width{width}"]
+    vote_abstain = kernels[f"_nb_vote_abstain_width{width}"]
 
     def run(
         vote_words: npt.NDArray[np.uint64],
@@ -1416,29 +1463,25 @@ def _elect_compiled(
         negative = negative_words[out_first:out_last] if result is not None else empty
         elected = decoded_words[8 * out_first : 8 * out_last] if decode else empty
         if abstain_words is None:
-            kernels["_nb_vote_plain"](
+            vote_plain(
                 vote_words,
                 first,
                 last,
-                levels,
-                positive_at_least,
-                negative_at_least,
-                positive_at_least == negative_at_least,
+                bias,
+                complement,
                 positive,
                 negative,
                 elected,
                 table,
             )
         else:
-            kernels["_nb_vote_abstain"](
+            vote_abstain(
                 vote_words,
                 abstain_words,
                 abstain_offset,
                 first,
                 last,
-                levels,
-                positive_at_least,
-                negative_at_least,
+                bias,
                 positive,
                 negative,
                 elected,
@@ -1665,7 +1708,7 @@ def _agreement_compiled(
     main = [_as_words(plane[:first_byte]) for plane in result_planes]
     tail = [_padded_tail([plane], first_byte)[0] for plane in result_planes]
     empty = np.empty(0, dtype=np.uint64)
-    agreement = kernels["_nb_agreement"]
+    agreement = kernels["_nb_agreement_width5"]
     for voter in range(votes.shape[0]):
         signs = votes[voter]
         abstains = matrix[voter] if matrix is not None else plane_of.get(voter)

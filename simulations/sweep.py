@@ -38,8 +38,8 @@ def load_sweep(path: Path) -> dict[str, Any]:
     sweep.setdefault("title", path.stem)
     for name, overrides in sweep["variants"].items():
         RunConfig.from_run_config({**base, **overrides})  # fail early, before any training
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"variant name {name!r} must be letters, digits, '-' or '_'")
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValueError(f"variant name {name!r} must be letters, digits, '-', '_' or '.'")
     return sweep
 
 

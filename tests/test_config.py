@@ -37,7 +37,7 @@ def test_round_trip_and_overrides():
         ({"dataset": "imagenet"}, "dataset 'imagenet' is not one of"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"momentum": 1.0}, "momentum must be in [0, 1)"),
-        ({"batch-size": 10}, "batch-size (10) must be >= the number of partitions"),
+        ({"batch-size": 3}, "batch-size (3) must be >= the number of partitions"),
         ({"byzantine-selection": "explicit", "byzantine-ids": "1,2"}, "lists 2 worker(s)"),
         (
             {"byzantine-count": 2, "byzantine-selection": "explicit", "byzantine-ids": "1,99"},

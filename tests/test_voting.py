@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -21,6 +22,13 @@ from fl_election.voting import (
     packed_agreement,
     unpack_signs,
 )
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+# Every election test runs on both kernels; the compiled one only where numba is installed.
+KERNELS = [
+    "numpy",
+    pytest.param("numba", marks=pytest.mark.skipif(not HAS_NUMBA, reason="numba missing")),
+]
 
 # --------------------------------------------------------------------------- references
 
@@ -248,8 +256,9 @@ def test_local_majority_rejects_bad_input(signs: object, message: str):
     threads=st.sampled_from([1, 2, 3]),
     seed=st.integers(0, 2**32 - 1),
 )
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_global_majority_matches_reference(
-    n: int, count: int, abstain_mode: str, chunk: int, threads: int, seed: int
+    kernel: str, n: int, count: int, abstain_mode: str, chunk: int, threads: int, seed: int
 ):
     rng = np.random.default_rng(seed)
     votes, planes, abstain_list = random_votes(
@@ -262,8 +271,14 @@ def test_global_majority_matches_reference(
         abstain = np.stack([a if a is not None else np.zeros_like(planes[0]) for a in abstain_list])
     expected = reference_majority(votes)
     with chunk_bytes(chunk):
-        elected = global_majority(planes, count, abstain, threads=threads)  # type: ignore[arg-type]
-        positive, negative = global_majority_packed(planes, count, abstain, threads=threads)  # type: ignore[arg-type]
+        elected = global_majority(planes, count, abstain, threads=threads, kernel=kernel)  # type: ignore[arg-type]
+        positive, negative = global_majority_packed(
+            planes,
+            count,
+            abstain,  # type: ignore[arg-type]
+            threads=threads,
+            kernel=kernel,
+        )
     assert elected.dtype == np.int8 and elected.shape == (count,)
     np.testing.assert_array_equal(elected, expected)
     np.testing.assert_array_equal(positive, reference_pack(expected > 0))
@@ -272,27 +287,34 @@ def test_global_majority_matches_reference(
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8, 15, 16, 31, 33])
 @pytest.mark.parametrize("abstain_mode", ["none", "all", "mixed"])
-def test_global_majority_explicit_sizes(n: int, abstain_mode: str):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_global_majority_explicit_sizes(n: int, abstain_mode: str, kernel: str):
     rng = np.random.default_rng(n)
-    for count in (0, 1, 7, 8, 9, 63, 64, 65):
+    for count in (0, 1, 7, 8, 9, 63, 64, 65, 200):
         votes, planes, abstain = random_votes(rng, n, count, abstain_mode)
-        result = global_majority(planes, count, None if abstain_mode == "none" else abstain)
+        given = None if abstain_mode == "none" else abstain
+        result = global_majority(planes, count, given, kernel=kernel)
         np.testing.assert_array_equal(result, reference_majority(votes))
+        positive, negative = global_majority_packed(planes, count, given, kernel=kernel)
+        np.testing.assert_array_equal(positive, reference_pack(result > 0))
+        np.testing.assert_array_equal(negative, reference_pack(result < 0))
 
 
 @pytest.mark.parametrize("chunk", [8, 16])
 @pytest.mark.parametrize("offset", [-9, -8, -1, 0, 1, 7, 8, 9])
-def test_global_majority_around_chunk_boundaries(chunk: int, offset: int):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_global_majority_around_chunk_boundaries(chunk: int, offset: int, kernel: str):
     rng = np.random.default_rng(chunk * 100 + offset + 50)
     count = 3 * 8 * chunk + offset
     for mode in ("none", "mixed"):
         votes, planes, abstain = random_votes(rng, 6, count, mode)
         with chunk_bytes(chunk):
-            result = global_majority(planes, count, abstain, threads=2)
+            result = global_majority(planes, count, abstain, threads=2, kernel=kernel)
         np.testing.assert_array_equal(result, reference_majority(votes))
 
 
-def test_global_majority_full_size_chunks_and_threads():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_global_majority_full_size_chunks_and_threads(kernel: str):
     # Several real 64 KiB chunks, split over threads, odd n and ties.
     rng = np.random.default_rng(11)
     count = 8 * (5 * voting._CHUNK_BYTES) + 13
@@ -301,11 +323,12 @@ def test_global_majority_full_size_chunks_and_threads():
         expected = reference_majority(votes)
         for threads in (1, 2):
             np.testing.assert_array_equal(
-                global_majority(planes, count, abstain, threads=threads), expected
+                global_majority(planes, count, abstain, threads=threads, kernel=kernel), expected
             )
 
 
-def test_global_majority_ties_and_abstentions_by_hand():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_global_majority_ties_and_abstentions_by_hand(kernel: str):
     votes = np.array(
         [
             [1, 1, -1, 0, 1, 0],
@@ -316,11 +339,12 @@ def test_global_majority_ties_and_abstentions_by_hand():
     )
     packed = [pack_signs(row) for row in votes]
     planes = np.stack([p[0] for p in packed])
-    result = global_majority(planes, 6, [p[1] for p in packed])
+    result = global_majority(planes, 6, [p[1] for p in packed], kernel=kernel)
     np.testing.assert_array_equal(result, [0, 1, -1, 1, 0, 0])
 
 
-def test_malformed_vote_with_sign_and_abstain_bits_counts_as_abstention():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_malformed_vote_with_sign_and_abstain_bits_counts_as_abstention(kernel: str):
     count = 8
     planes = np.array([[0xFF], [0x00], [0xFF]], dtype=np.uint8)
     abstain = [np.array([0xF0], np.uint8), None, None]  # voter 0 sets both bits on 0..3
@@ -328,26 +352,28 @@ def test_malformed_vote_with_sign_and_abstain_bits_counts_as_abstention():
         np.stack([reference_vote(planes[i], abstain[i], count) for i in range(3)])
     )
     np.testing.assert_array_equal(expected, [0, 0, 0, 0, 1, 1, 1, 1])
-    np.testing.assert_array_equal(global_majority(planes, count, abstain), expected)
+    np.testing.assert_array_equal(global_majority(planes, count, abstain, kernel=kernel), expected)
 
 
-def test_padding_bits_of_inputs_are_ignored_and_outputs_are_clean():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padding_bits_of_inputs_are_ignored_and_outputs_are_clean(kernel: str):
     count = 5
     planes = np.array([[0b1010_0111], [0b1000_0111], [0b0010_0111]], dtype=np.uint8)
     abstain = np.array([[0b0000_0111]] * 3, dtype=np.uint8)
-    positive, negative = global_majority_packed(planes, count, abstain)
+    positive, negative = global_majority_packed(planes, count, abstain, kernel=kernel)
     votes = np.stack([reference_vote(planes[i], abstain[i], count) for i in range(3)])
     expected = reference_majority(votes)
-    np.testing.assert_array_equal(global_majority(planes, count, abstain), expected)
+    np.testing.assert_array_equal(global_majority(planes, count, abstain, kernel=kernel), expected)
     assert positive[0] & 0b111 == 0 and negative[0] & 0b111 == 0
     np.testing.assert_array_equal(positive, reference_pack(expected > 0))
 
 
-def test_global_majority_torch_in_torch_out():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_global_majority_torch_in_torch_out(kernel: str):
     rng = np.random.default_rng(5)
     votes, planes, abstain = random_votes(rng, 5, 37, "all")
     matrix = np.stack(abstain)  # type: ignore[arg-type]
-    result = global_majority(torch.from_numpy(planes), 37, torch.from_numpy(matrix))
+    result = global_majority(torch.from_numpy(planes), 37, torch.from_numpy(matrix), kernel=kernel)
     assert isinstance(result, torch.Tensor) and result.dtype == torch.int8
     np.testing.assert_array_equal(result.numpy(), global_majority(planes, 37, matrix))
     np.testing.assert_array_equal(result.numpy(), reference_majority(votes))
@@ -406,17 +432,18 @@ def test_global_majority_rejects_bad_thread_count(threads: object):
     abstain_mode=st.sampled_from(["none", "all", "mixed"]),
     seed=st.integers(0, 2**32 - 1),
 )
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_packed_agreement_matches_unpacked_definition(
-    n: int, count: int, abstain_mode: str, seed: int
+    kernel: str, n: int, count: int, abstain_mode: str, seed: int
 ):
     rng = np.random.default_rng(seed)
     votes, planes, abstain = random_votes(rng, n, count, abstain_mode)
     result = rng.integers(-1, 2, size=count).astype(np.int8)
     expected = (votes == result).mean(axis=1)
-    np.testing.assert_allclose(packed_agreement(planes, abstain, result), expected)
-    elected = global_majority(planes, count, abstain)
+    np.testing.assert_allclose(packed_agreement(planes, abstain, result, kernel=kernel), expected)
+    elected = global_majority(planes, count, abstain, kernel=kernel)
     np.testing.assert_allclose(
-        packed_agreement(planes, abstain, elected),
+        packed_agreement(planes, abstain, elected, kernel=kernel),
         (votes == reference_majority(votes)).mean(axis=1),
     )
 
@@ -429,3 +456,67 @@ def test_packed_agreement_rejects_bad_result():
         packed_agreement(planes, None, np.zeros(8, np.float32))
     with pytest.raises(ValueError, match="only contain"):
         packed_agreement(planes, None, np.full(8, 2, np.int8))
+
+
+# --------------------------------------------------------------------------- kernel choice
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_misaligned_and_strided_inputs(kernel: str):
+    # Planes that start at an odd address and rows whose length is no multiple of 8 bytes:
+    # the compiled kernel reads them as unaligned words.
+    rng = np.random.default_rng(21)
+    for n, count, mode in ((15, 8 * 1001 + 3, "none"), (6, 8 * 999 + 5, "all"), (9, 640, "all")):
+        votes, planes, abstain_list = random_votes(rng, n, count, mode)
+        buffer = np.zeros(planes.size + 1, dtype=np.uint8)
+        shifted = buffer[1:].reshape(planes.shape)
+        shifted[...] = planes
+        matrix = None
+        if mode == "all":
+            abstain_buffer = np.zeros(planes.size + 3, dtype=np.uint8)
+            matrix = abstain_buffer[3:].reshape(planes.shape)
+            matrix[...] = np.stack(abstain_list)  # type: ignore[arg-type]
+        expected = reference_majority(votes)
+        np.testing.assert_array_equal(
+            global_majority(shifted, count, matrix, kernel=kernel), expected
+        )
+        np.testing.assert_allclose(
+            packed_agreement(shifted, matrix, expected.astype(np.int8), kernel=kernel),
+            (votes == expected).mean(axis=1),
+        )
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba missing")
+def test_numba_request_beyond_its_vote_limit_falls_back_to_numpy():
+    rng = np.random.default_rng(4)
+    n = voting.NUMBA_MAX_VOTES + 2
+    for mode in ("none", "mixed"):
+        votes, planes, abstain = random_votes(rng, n, 70, mode)
+        result = global_majority(planes, 70, abstain, kernel="numba")
+        np.testing.assert_array_equal(result, reference_majority(votes))
+
+
+def test_kernel_default_follows_module_flag():
+    assert voting.KERNEL == ("numba" if HAS_NUMBA else "numpy")
+
+
+def test_unknown_kernel_is_rejected():
+    planes = np.zeros((3, 2), np.uint8)
+    with pytest.raises(ValueError, match="kernel must be None, 'numba' or 'numpy'"):
+        global_majority(planes, 16, kernel="cuda")
+    with pytest.raises(ValueError, match="kernel must be"):
+        packed_agreement(planes, None, np.ones(16, np.int8), kernel="fast")
+
+
+def test_missing_numba_raises_when_asked_for_and_falls_back_otherwise():
+    rng = np.random.default_rng(9)
+    votes, planes, abstain = random_votes(rng, 5, 30, "mixed")
+    with (
+        mock.patch.object(voting, "_numba_kernels", return_value=None),
+        mock.patch.object(voting, "KERNEL", "numba"),
+    ):
+        with pytest.raises(ValueError, match="needs numba"):
+            global_majority(planes, 30, abstain, kernel="numba")
+        np.testing.assert_array_equal(
+            global_majority(planes, 30, abstain), reference_majority(votes)
+        )
