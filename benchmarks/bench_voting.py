@@ -1,9 +1,13 @@
 """Benchmark the packed-sign voting kernels at ResNet-18 size.
 
 Times one global majority vote over ``n`` random sign planes of ``d`` coordinates (with and
-without abstain planes) against reading the same packed bytes once
-(``np.bitwise_xor.reduce(stack, axis=0)``) and against the naive unpack-to-int8-and-sum
-vote, plus the client-side ``local_majority`` and ``pack_signs``. Prints a markdown table.
+without abstain planes), with the compiled numba kernel and with the numpy adder tree, against
+reading the same packed bytes once (``np.bitwise_xor.reduce(stack, axis=0)``) and against the
+naive unpack-to-int8-and-sum vote, plus the client-side ``local_majority`` and ``pack_signs``.
+Prints a markdown table: median and minimum wall time, and the minimum CPU time of the process
+(all its threads; it leaves out the time spent waiting for a core on a shared machine), each
+also as a ratio to the read-once reference. Numba's compilation (or loading from its cache)
+happens in the untimed warm-up call.
 
 Example::
 
@@ -27,21 +31,27 @@ from fl_election.voting import global_majority, local_majority, pack_signs
 
 def measure_round_robin(
     functions: list[Callable[[], object]], repeats: int
-) -> list[tuple[float, float]]:
-    """Return (median, min) wall time in ms per function, calling them in turn each repeat.
+) -> list[tuple[float, float, float]]:
+    """Return (median wall, min wall, min process CPU) time in ms per function.
 
-    Taking turns exposes every operation to the same background load, so that their ratios
-    stay meaningful on a shared machine.
+    The functions are called in turn each repeat: taking turns exposes every operation to the
+    same background load, so that their ratios stay meaningful on a shared machine.
     """
     for function in functions:
-        function()  # warm-up
-    times: list[list[float]] = [[] for _ in functions]
+        function()  # warm-up (and numba compilation / cache loading)
+    walls: list[list[float]] = [[] for _ in functions]
+    cpus: list[list[float]] = [[] for _ in functions]
     for _ in range(repeats):
         for index, function in enumerate(functions):
+            start_cpu = time.process_time()
             start = time.perf_counter()
             function()
-            times[index].append(time.perf_counter() - start)
-    return [(1e3 * statistics.median(t), 1e3 * min(t)) for t in times]
+            walls[index].append(time.perf_counter() - start)
+            cpus[index].append(time.process_time() - start_cpu)
+    return [
+        (1e3 * statistics.median(wall), 1e3 * min(wall), 1e3 * min(cpu))
+        for wall, cpu in zip(walls, cpus, strict=True)
+    ]
 
 
 def random_planes(
@@ -92,7 +102,14 @@ def main() -> None:
     plain = rng.integers(0, 256, size=stack.shape, dtype=np.uint8)
     plain[:, -1] &= voting._padding_mask(args.d)
     abstain_list = list(abstain)
-    assert np.array_equal(global_majority(plain, args.d), naive_vote(plain, args.d))
+    kernels = ["numba", "numpy"] if voting.KERNEL == "numba" else ["numpy"]
+    expected = naive_vote(plain, args.d)
+    for kernel in kernels:
+        assert np.array_equal(global_majority(plain, args.d, kernel=kernel), expected)
+        assert np.array_equal(
+            global_majority(stack, args.d, abstain, kernel=kernel),
+            global_majority(stack, args.d, abstain_list, kernel="numpy"),
+        )
 
     labelled: list[tuple[str, Callable[[], object]]] = []
 
@@ -104,30 +121,35 @@ def main() -> None:
         "read the packed bytes once: `np.bitwise_xor.reduce(stack, axis=0)`",
         lambda: np.bitwise_xor.reduce(plain, axis=0),
     )
-    add(
-        "`global_majority`, no abstain planes, 1 thread",
-        lambda: global_majority(plain, d, threads=1),
-    )
-    add(
-        "`global_majority`, no abstain planes, 2 threads",
-        lambda: global_majority(plain, d, threads=2),
-    )
-    add(
-        "`global_majority_packed`, no abstain planes, 1 thread",
-        lambda: voting.global_majority_packed(plain, d, threads=1),
-    )
-    add(
-        f"`global_majority`, abstain planes ({args.abstain_fraction:.0%}), 1 thread",
-        lambda: global_majority(stack, d, abstain, threads=1),
-    )
-    add(
-        f"`global_majority`, abstain planes ({args.abstain_fraction:.0%}), 2 threads",
-        lambda: global_majority(stack, d, abstain, threads=2),
-    )
-    add(
-        "`global_majority`, abstain planes as a list, 1 thread",
-        lambda: global_majority(stack, d, abstain_list, threads=1),
-    )
+    fraction = f"{args.abstain_fraction:.0%}"
+    for kernel in kernels:
+
+        def majority(
+            votes: np.ndarray, planes: object, threads: int, kernel: str = kernel
+        ) -> object:
+            return global_majority(votes, d, planes, threads=threads, kernel=kernel)  # type: ignore[arg-type]
+
+        add(f"{kernel}: `global_majority`, no abstain planes", lambda m=majority: m(plain, None, 1))
+        add(
+            f"{kernel}: `global_majority`, no abstain planes, 2 threads",
+            lambda m=majority: m(plain, None, 2),
+        )
+        add(
+            f"{kernel}: `global_majority_packed`, no abstain planes",
+            lambda kernel=kernel: voting.global_majority_packed(plain, d, kernel=kernel),
+        )
+        add(
+            f"{kernel}: `global_majority`, abstain planes ({fraction})",
+            lambda m=majority: m(stack, abstain, 1),
+        )
+        add(
+            f"{kernel}: `global_majority`, abstain planes ({fraction}), 2 threads",
+            lambda m=majority: m(stack, abstain, 2),
+        )
+        add(
+            f"{kernel}: `global_majority`, abstain planes as a list",
+            lambda m=majority: m(stack, abstain_list, 1),
+        )
     add("naive: unpack to int8, sum, sign", lambda: naive_vote(plain, d))
 
     signs = rng.integers(-1, 2, size=(args.partitions, d)).astype(np.int8)
@@ -141,21 +163,29 @@ def main() -> None:
     add("`pack_signs`, float32 vote without ties", lambda: pack_signs(binary.astype(np.float32)))
 
     timings = measure_round_robin([function for _, function in labelled], args.repeats)
-    rows = [
-        (label, median, best) for (label, _), (median, best) in zip(labelled, timings, strict=True)
-    ]
-    read_once, read_once_min = rows[0][1], rows[0][2]
+    rows = [(label, *timing) for (label, _), timing in zip(labelled, timings, strict=True)]
+    _, read_median, read_min, read_cpu = rows[0]
+    try:
+        from importlib.metadata import version
+
+        numba_version = version("numba")
+    except Exception:  # noqa: BLE001 - only for the header line
+        numba_version = "not installed"
     print(
         f"n = {n}, d = {d:_}, repeats = {args.repeats}, numpy {np.__version__}, "
+        f"numba {numba_version}, default kernel {voting.KERNEL}, "
         f"python {platform.python_version()}, {platform.machine()}, "
-        f"cores = {os.cpu_count()}\n"
+        f"cores = {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("| operation | median (ms) | min (ms) | median / read-once | min / read-once min |")
-    print("|---|---:|---:|---:|---:|")
-    for label, median, best in rows:
+    print(
+        "| operation | median (ms) | min (ms) | min CPU (ms) | median / read-once "
+        "| min / read-once min | min CPU / read-once min CPU |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, median, best, cpu in rows:
         print(
-            f"| {label} | {median:.2f} | {best:.2f} | {median / read_once:.2f} "
-            f"| {best / read_once_min:.2f} |"
+            f"| {label} | {median:.2f} | {best:.2f} | {cpu:.2f} | {median / read_median:.2f} "
+            f"| {best / read_min:.2f} | {cpu / read_cpu:.2f} |"
         )
 
 

@@ -169,7 +169,8 @@ def _plot(record: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
+    points = [(0, record["initial"]["test-accuracy"])] if record["initial"] else []
+    points += [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(*zip(*points, strict=True), marker=".")
     ax.set_xlabel("round (SignSGD step)")

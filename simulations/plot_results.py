@@ -30,7 +30,8 @@ def load_runs(folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 def accuracy_curve(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Return the rounds and test accuracies of one run."""
-    points = [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
+    points = [(0, record["initial"]["test-accuracy"])] if record.get("initial") else []
+    points += [(r["round"], r["test-accuracy"]) for r in record["rounds"] if "test-accuracy" in r]
     rounds, accuracy = zip(*points, strict=True)
     return np.asarray(rounds), np.asarray(accuracy)
 
