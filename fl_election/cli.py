@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fl_election.codes import CERTIFY_METHODS, CODE_FACTORIES, certify, create_code
+from fl_election.cost import round_cost
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -81,8 +82,59 @@ def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser.set_defaults(handler=_run_code)
 
 
+def _run_cost(args: argparse.Namespace) -> int:
+    code = create_code(args.kind, **_code_params(args))
+    bandwidth = args.uplink_mbps * 1e6 / 8
+    rows = [
+        ("this code, 1-bit votes", code.loads, "sign"),
+        ("this code, 1-bit votes + abstain planes", code.loads, "sign+abstain"),
+        ("uncoded SignSGD-MV", [1] * code.n, "sign"),
+        ("full-gradient median (float32)", [1] * code.n, "float32"),
+    ]
+    print(f"{code.name}: loads {[int(x) for x in code.loads]}, r = {code.redundancy:.2f}")
+    print(
+        f"per round, d = {args.params:,} parameters, {args.grad_seconds:g} s per partition "
+        f"gradient, {args.uplink_mbps:g} Mbit/s uplink per worker:"
+    )
+    for label, loads, scheme in rows:
+        cost = round_cost(
+            [int(x) for x in loads],
+            grad_seconds=args.grad_seconds,
+            num_params=args.params,
+            uplink_bytes_per_second=bandwidth,
+            scheme=scheme,
+        )
+        print(
+            f"  {label:42s} compute {cost.compute_seconds:7.3f} s  uplink "
+            f"{cost.communication_seconds:7.3f} s  total {cost.total_seconds:7.3f} s  "
+            f"({cost.uplink_bytes_total / 1e6:8.2f} MB, load imbalance "
+            f"{cost.load_imbalance:.2f})"
+        )
+    return 0
+
+
+def _register_cost(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "cost",
+        help="time and traffic of one round (the paper's cost model)",
+        description="Round time is set by the slowest worker: max load x gradient time, plus "
+        "its upload; compared with uncoded SignSGD-MV and the float32 median baseline.",
+    )
+    parser.add_argument("--kind", choices=sorted(CODE_FACTORIES), default="bernoulli")
+    parser.add_argument("--n", type=int, help="number of workers")
+    parser.add_argument("--k", type=int, default=None, help="partitions (bernoulli; default n)")
+    parser.add_argument("--b", type=int, default=None, help="b of a deterministic code")
+    parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
+    parser.add_argument("--seed", type=int, default=0, help="bernoulli seed")
+    parser.add_argument("--group", type=int, default=None, help="repetition group size")
+    parser.add_argument("--params", type=int, default=11_173_962, help="model size d")
+    parser.add_argument("--grad-seconds", type=float, default=0.05, help="one partition gradient")
+    parser.add_argument("--uplink-mbps", type=float, default=100.0, help="per-worker uplink")
+    parser.set_defaults(handler=_run_cost)
+
+
 #: Registered subcommands; extend to add more.
-SUBCOMMANDS: list[tuple[str, Register]] = [("code", _register_code)]
+SUBCOMMANDS: list[tuple[str, Register]] = [("code", _register_code), ("cost", _register_cost)]
 
 
 def build_parser() -> argparse.ArgumentParser:

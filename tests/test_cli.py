@@ -85,3 +85,25 @@ def test_unknown_kind_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
 def test_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_cost_subcommand_compares_schemes(capsys):
+    from fl_election.cli import main as cli_main
+
+    assert cli_main(["cost", "--kind", "deterministic", "--n", "5", "--b", "1", "--params", "800",
+                     "--grad-seconds", "0.1", "--uplink-mbps", "0.0064"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    lines = {
+        line.split("compute")[0].strip(): line for line in out.splitlines() if "compute" in line
+    }
+    # max load 5 of the paper's 5x5 code: 0.5 s of compute; 100 bytes at 800 B/s: 0.125 s
+    assert "compute   0.500 s" in lines["this code, 1-bit votes"]
+    assert "uplink   0.125 s" in lines["this code, 1-bit votes"]
+    assert "uplink   4.000 s" in lines["full-gradient median (float32)"]
+
+
+def test_cost_subcommand_bad_input_exits_2(capsys):
+    from fl_election.cli import main as cli_main
+
+    assert cli_main(["cost", "--kind", "deterministic", "--n", "5"]) == 2
+    assert "needs --b" in capsys.readouterr().err
