@@ -75,9 +75,9 @@ def test_silent_and_malformed_byzantines_are_rejected_and_the_run_goes_on(tmp_pa
 def test_a_crashing_client_is_counted_and_the_vote_goes_on(tmp_path):
     cfg = small(tmp_path, byzantine_count=0, attack="none")
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
-    # one node holds a run config naming a dataset partition that does not exist
+    # one node holds a run config it cannot parse: its ClientApp raises on every message
     broken = next(iter(grid.contexts.values()))
-    broken.run_config = {**broken.run_config, "num-partitions": 99}
+    broken.run_config = {**broken.run_config, "attack": "no-such-attack"}
     record = run_experiment(grid, cfg)
     assert all(r["rejected-replies"] == 1 and r["valid-votes"] == 4 for r in record["rounds"])
 
