@@ -1,8 +1,9 @@
 """Run a sweep: one experiment per (variant, seed), one JSON result per run.
 
 A sweep file (``simulations/sweeps/*.toml``) names a flat override file in
-``simulations/conf/`` (the same file ``flwr run . --run-config`` takes), the seeds, and
-named variants, each a set of run-config overrides::
+``simulations/conf/`` (the same file ``flwr run . --run-config`` takes), optional
+``[overrides]`` for every run, the seeds, and named variants, each a set of run-config
+overrides::
 
     python -m simulations.sweep simulations/sweeps/digits_n15_b6.toml
 
@@ -32,7 +33,8 @@ def load_sweep(path: Path) -> dict[str, Any]:
     for key in ("conf", "variants"):
         if key not in sweep:
             raise ValueError(f"{path}: a sweep needs a {key!r} entry")
-    base = tomllib.loads((CONF_DIR / sweep["conf"]).read_text())
+    # the sweep's own [overrides] apply to every variant, on top of the conf file
+    base = {**tomllib.loads((CONF_DIR / sweep["conf"]).read_text()), **sweep.get("overrides", {})}
     sweep["base"] = base
     sweep.setdefault("seeds", [0])
     sweep.setdefault("title", path.stem)
