@@ -48,6 +48,8 @@ from fl_election.voting import local_majority, pack_signs
 
 app = ClientApp()
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def dataset(cfg: RunConfig) -> DatasetSplits:
     """Return the run's dataset (cached by :func:`fl_election.data.load_dataset`)."""
@@ -63,7 +65,9 @@ def load_model(cfg: RunConfig, splits: DatasetSplits, arrays: ArrayRecord) -> to
     """Build the run's model and load the server's arrays into it."""
     model = create_model(cfg.model, splits.input_shape, splits.num_classes, seed=cfg.seed)
     model.load_state_dict(arrays.to_torch_state_dict())
-    return model
+    # A SuperNode on a GPU machine computes there; the training functions move each batch
+    # to the model's device and hand back CPU tensors.
+    return model.to(DEVICE)
 
 
 def partition_batches(

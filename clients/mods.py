@@ -9,7 +9,8 @@ this module only translates between Flower messages and it.
 Which nodes are Byzantine:
 
 - in a deployment, a SuperNode started with ``--node-config "byzantine=true"`` (optionally
-  ``attack='reverse'``) is Byzantine, one with ``byzantine=false`` is honest;
+  ``attack='reverse'``) is Byzantine, one with ``byzantine=false`` is honest; with
+  ``byzantine-selection = "node-config"`` a node without the key is honest too;
 - otherwise the run config decides (``byzantine-count``, ``byzantine-selection``,
   ``byzantine-ids``) over the code rows the strategy assigns (``worker-index``), so
   ``worst`` picks the rows that hurt the code most, whatever node ids Flower hands out.
@@ -48,6 +49,8 @@ def node_attack(context: Context, config: ConfigRecord) -> SignAttack | None:
             return None
         name = str(node_config.get("attack", cfg.attack))
         return create_attack(name, **cfg.replace(attack=name).attack_params)
+    if cfg.byzantine_selection == "node-config":
+        return None  # only nodes marked byzantine=true attack; unmarked nodes are honest
     if cfg.byzantine_count == 0 or cfg.attack == "none":
         return None
     worker = int(config.get("worker-index", -1))  # type: ignore[arg-type]

@@ -85,9 +85,9 @@ def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
 def _run_cost(args: argparse.Namespace) -> int:
     code = create_code(args.kind, **_code_params(args))
     bandwidth = args.uplink_mbps * 1e6 / 8
-    rows = [
-        ("this code, 1-bit votes", code.loads, "sign"),
-        ("this code, 1-bit votes + abstain planes", code.loads, "sign+abstain"),
+    rows: list[tuple[str, Sequence[int], str]] = [
+        ("this code, 1-bit votes", [int(x) for x in code.loads], "sign"),
+        ("this code, 1-bit votes + abstain planes", [int(x) for x in code.loads], "sign+abstain"),
         ("uncoded SignSGD-MV", [1] * code.n, "sign"),
         ("full-gradient median (float32)", [1] * code.n, "float32"),
     ]
@@ -98,7 +98,7 @@ def _run_cost(args: argparse.Namespace) -> int:
     )
     for label, loads, scheme in rows:
         cost = round_cost(
-            [int(x) for x in loads],
+            loads,
             grad_seconds=args.grad_seconds,
             num_params=args.params,
             uplink_bytes_per_second=bandwidth,

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 ConfigValue = bool | int | float | str
 
 AGGREGATIONS = ("election", "fgm")
-BYZANTINE_SELECTIONS = ("random", "worst", "explicit")
+BYZANTINE_SELECTIONS = ("random", "worst", "explicit", "node-config")
 
 
 def _parse_int_list(text: str, key: str) -> tuple[int, ...]:
@@ -92,8 +92,10 @@ class RunConfig:
         ``b``: number of Byzantine workers; must be ``< n/2``.
     byzantine_selection : str (default: "random")
         ``random`` (a fixed seeded set per run, as in the paper), ``worst`` (the set that
-        hurts the code most, for an adversary that knows ``G``) or ``explicit``
-        (``byzantine_ids``).
+        hurts the code most, for an adversary that knows ``G``), ``explicit``
+        (``byzantine_ids``) or ``node-config`` (a deployment: exactly the SuperNodes started
+        with ``--node-config "byzantine=true"``; ``byzantine_count`` is then only the
+        budget ``b`` the code is certified for).
     byzantine_ids : str (default: "")
         Comma-separated worker indices for ``explicit`` selection.
     attack_direction : int (default: 1)
@@ -287,6 +289,8 @@ class RunConfig:
         from fl_election.attacks import select_byzantine
         from fl_election.codes import worst_byzantine_set
 
+        if self.byzantine_selection == "node-config":
+            return ()  # the SuperNodes' node configs decide, not the run
         worst = None
         if self.byzantine_selection == "worst" and self.byzantine_count:
             worst = worst_byzantine_set(

@@ -82,7 +82,10 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     strategy = build_strategy(cfg, trainable_names(model))
     code = strategy.code
     byzantine = cfg.byzantine_workers() if cfg.attack != "none" else ()
-    log(INFO, "Byzantine workers (code rows): %s, attack %r", list(byzantine), cfg.attack)
+    if cfg.byzantine_selection == "node-config":
+        log(INFO, "Byzantine workers: the SuperNodes whose node config says byzantine=true")
+    else:
+        log(INFO, "Byzantine workers (code rows): %s, attack %r", list(byzantine), cfg.attack)
 
     test_history: dict[int, dict[str, float]] = {}
 
@@ -136,7 +139,9 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             "loads": [int(x) for x in code.loads],
             "certified_tolerance": max_tolerance(code) if cfg.aggregation == "election" else None,
         },
-        "byzantine_workers": list(byzantine),
+        "byzantine_workers": (
+            "node-config" if cfg.byzantine_selection == "node-config" else list(byzantine)
+        ),
         "initial": test_history.get(0, {}),
         "final": final,
         "wall_seconds": time.time() - started,

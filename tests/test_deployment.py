@@ -207,16 +207,14 @@ def wait_for_port(port: int, deployment: Deployment, name: str) -> None:
 
 
 def node_config(index: int) -> str:
-    """``--node-config`` of SuperNode ``index``; honest nodes say so explicitly.
+    """``--node-config`` of SuperNode ``index``: one node is marked Byzantine.
 
-    A node config without ``byzantine`` falls back to the run config's Byzantine
-    selection (``clients.mods.node_attack``), which would add a second, run-config
-    Byzantine node next to the one marked here.
+    The run uses ``byzantine-selection='node-config'``, so the unmarked nodes are honest.
     """
     base = f"partition-id={index} num-partitions={NUM_NODES}"
     if index == BYZANTINE_NODE:
         return f"{base} byzantine=true attack='reverse'"
-    return f"{base} byzantine=false"
+    return base
 
 
 @pytest.mark.slow
@@ -271,7 +269,8 @@ def test_deployment_trains_through_a_byzantine_supernode(tmp_path: Path) -> None
         # The learning rate is pinned so that the accuracy bar below does not move when
         # the defaults in pyproject.toml are tuned for the long experiments.
         run_config = (
-            f"num-workers={NUM_NODES} byzantine-count=1 code='deterministic' "
+            f"num-workers={NUM_NODES} byzantine-count=1 byzantine-selection='node-config' "
+            "code='deterministic' "
             f"num-server-rounds={NUM_ROUNDS} eval-every=10 lr=0.003 lr-milestones='' "
             f"output-dir='{output_dir}' run-name='{RUN_NAME}'"
         )
@@ -304,6 +303,7 @@ def test_deployment_trains_through_a_byzantine_supernode(tmp_path: Path) -> None
         assert record["config"]["num-workers"] == NUM_NODES
         assert record["config"]["code"] == "deterministic"
         assert record["code"]["certified_tolerance"] >= 1
+        assert record["byzantine_workers"] == "node-config"
         rounds = record["rounds"]
         assert [r["round"] for r in rounds] == list(range(1, NUM_ROUNDS + 1))
         # All five nodes voted every round, the Byzantine one included: a node config the
