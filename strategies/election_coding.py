@@ -409,10 +409,9 @@ class ElectionCoding(FedAvg):
     def compute_direction(
         self, replies: list[Message], num_coordinates: int
     ) -> tuple[np.ndarray | None, dict[str, float | int], list[ParsedReply]]:
-        """Return the voted direction, vote metrics and the accepted votes.
+        """Return the aggregated direction, metrics and the accepted replies.
 
-        The direction is the global majority ``v`` in {-1, 0, +1} of the packed votes, or
-        ``None`` when no reply could be used.
+        The direction is ``None`` when no reply could be used.
         """
         votes, rejected = self.collect_votes(replies, num_coordinates)
         metrics: dict[str, float | int] = {
@@ -422,14 +421,27 @@ class ElectionCoding(FedAvg):
         }
         if not votes:
             return None, metrics, votes
+        direction, extra = self.aggregate_payloads(votes, num_coordinates)
+        metrics.update(extra)
+        return direction, metrics, votes
+
+    def aggregate_payloads(
+        self, votes: list[ParsedReply], num_coordinates: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
+        """Return the global majority ``v`` in {-1, 0, +1} of the packed votes.
+
+        The metrics say how well the voters agreed with it.
+        """
         planes = np.stack([v.payload for v in votes])
         abstain = [v.abstain for v in votes]
         direction = global_majority(planes, num_coordinates, abstain)
         agreement = packed_agreement(planes, abstain, direction)
-        metrics["agreement"] = float(np.mean(agreement))
-        metrics["min-agreement"] = float(np.min(agreement))
-        metrics["abstain-fraction"] = float(np.mean(direction == 0))
-        return direction.astype(np.float32), metrics, votes
+        metrics = {
+            "agreement": float(np.mean(agreement)),
+            "min-agreement": float(np.min(agreement)),
+            "abstain-fraction": float(np.mean(direction == 0)),
+        }
+        return direction.astype(np.float32), metrics
 
     def aggregate_train(
         self,

@@ -121,17 +121,9 @@ class FullGradientMedian(ElectionCoding):
         """Validate one reply carrying a float gradient."""
         return parse_gradient(message, num_coordinates=num_coordinates, buffer_shapes=buffer_shapes)
 
-    def compute_direction(
-        self, replies: list[Message], num_coordinates: int
-    ) -> tuple[np.ndarray | None, dict[str, float | int], list[ParsedReply]]:
+    def aggregate_payloads(
+        self, votes: list[ParsedReply], num_coordinates: int
+    ) -> tuple[np.ndarray, dict[str, float]]:
         """Return the coordinate-wise median of the accepted gradients."""
-        replies_ok, rejected = self.collect_votes(replies, num_coordinates)
-        metrics: dict[str, float | int] = {
-            "valid-votes": len(replies_ok),
-            "rejected-replies": len(rejected),
-            "uplink-bytes": int(sum(r.num_bytes for r in replies_ok)),
-        }
-        if not replies_ok:
-            return None, metrics, replies_ok
-        direction = coordinate_median(np.stack([r.payload for r in replies_ok]))
-        return direction.astype(np.float32), metrics, replies_ok
+        direction = coordinate_median(np.stack([v.payload for v in votes]))
+        return direction.astype(np.float32), {}

@@ -84,7 +84,6 @@ def test_main_job_via_flwr_run_reaches_target_and_matches_inprocess(tmp_path):
     cfg = RunConfig.from_run_config(record["config"])
     assert cfg == RunConfig(output_dir=str(out), run_name="main")  # the defaults
     assert record["final"]["test-accuracy"] >= 0.88, record["final"]
-    assert record["wall_seconds"] < 300, record["wall_seconds"]
 
     # the same config in process gives the same model, bit for bit
     again = run_inprocess(cfg.replace(output_dir=str(tmp_path / "inprocess")))
