@@ -128,6 +128,9 @@ def train(msg: Message, context: Context) -> Message:
     if conf.get("payload", "sign-vote") == "gradient":
         gradients, losses = partition_gradients(model, batches)
         vote["gradient"] = Array(gradients.mean(dim=0).numpy().astype(np.float32))
+        if conf.get("return-sign-sum", False):
+            signs = torch.sign(gradients).to(torch.int16)
+            vote["sign-sum"] = Array(signs.sum(dim=0, dtype=torch.int16).numpy())
         num_coordinates = gradients.shape[1]
         num_examples = sum(len(y) for _, y in batches)
     else:

@@ -90,6 +90,41 @@ def plot_sweep(folder: Path, figures: Path) -> Path | None:
     return path
 
 
+#: The README's main-job figure: the default config (seed 0) and uncoded SignSGD-MV, taken
+#: from the digits_n15_b6 sweep, whose bernoulli-r3 runs are the main job's config.
+MAIN_JOB_RUNS = {
+    "Bernoulli r = 3 (the main job)": "digits_n15_b6/bernoulli-r3-seed0.json",
+    "uncoded SignSGD-MV": "digits_n15_b6/signsgd-mv-seed0.json",
+}
+
+
+def plot_main_job(outputs: Path, figures: Path) -> Path | None:
+    """Plot the main job against uncoded SignSGD-MV (None when the runs are missing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {label: outputs / rel for label, rel in MAIN_JOB_RUNS.items()}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, path in paths.items():
+        ax.plot(*accuracy_curve(json.loads(path.read_text())), marker=".", label=label)
+    ax.set_xlabel("round (SignSGD step)")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("digits, n = 15, b = 6 omniscient Byzantines, seed 0", fontsize=9)
+    fig.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / "main_job.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Plot every sweep folder under ``--outputs``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -100,12 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
     )
     written = [plot_sweep(folder, args.figures) for folder in folders]
+    written.append(plot_main_job(args.outputs, args.figures))
     written = [p for p in written if p is not None]
     if not written:
         print(f"no sweep results under {args.outputs}", file=sys.stderr)
         return 1
     for path in written:
-        print(f"wrote {path} and {path.with_suffix('.md')}")
+        table = path.with_suffix(".md")
+        print(f"wrote {path}" + (f" and {table}" if table.exists() else ""))
     return 0
 
 

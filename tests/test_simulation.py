@@ -90,6 +90,12 @@ def test_every_attack_runs_end_to_end(tmp_path, attack):
     assert all(r["valid-votes"] == 5 for r in record["rounds"])
 
 
+@pytest.mark.parametrize("attack", ["omniscient", "alie", "random"])
+def test_fgm_byzantines_forge_float_gradients(tmp_path, attack):
+    record = run_inprocess(small(tmp_path, aggregation="fgm", attack=attack, num_server_rounds=2))
+    assert all(r["valid-votes"] == 5 and r["rejected-replies"] == 0 for r in record["rounds"])
+
+
 def test_fgm_baseline_runs_and_pays_float32_uplink(tmp_path):
     election = run_inprocess(small(tmp_path / "e", code="uncoded", attack="reverse"))
     fgm = run_inprocess(small(tmp_path / "f", aggregation="fgm", attack="reverse"))
