@@ -10,8 +10,9 @@ mods in :mod:`clients.mods`; this file only knows honest work.
 
 Wire format of a train reply (what :class:`strategies.ElectionCoding` reads):
 
-- ``vote`` (ArrayRecord): ``signs`` (uint8 sign plane), ``abstain`` (uint8 plane, only when
-  the local vote tied somewhere), or ``gradient`` (float32) when the server asked for
+- ``vote`` (ArrayRecord): ``signs`` (uint8 sign plane) and, only when the local vote has
+  zeros, ``abstain`` or its zlib form ``abstain-zlib`` (:mod:`fl_election.wire`); or
+  ``gradient`` (float32) when the server asked for
   ``payload = "gradient"`` (the FGM baseline); ``sign-sum`` (int16, sum of the partition
   signs) only when a mod asked for ``return-sign-sum``.
 - ``buffers`` (ArrayRecord): float batch-norm statistics, for models that have them.
@@ -44,7 +45,8 @@ from fl_election.data import (
 from fl_election.models import buffer_names, create_model
 from fl_election.training import evaluate as evaluate_model
 from fl_election.training import partition_gradients, partition_signs
-from fl_election.voting import local_majority, pack_signs
+from fl_election.voting import local_majority
+from fl_election.wire import encode_vote
 
 app = ClientApp()
 
@@ -138,10 +140,8 @@ def train(msg: Message, context: Context) -> Message:
         result = partition_signs(
             model, batches, noise_std=noise_std, noise_seed=_noise_seed(seed, step, worker)
         )
-        signs, abstain = pack_signs(local_majority(result.signs))
-        vote["signs"] = Array(signs)
-        if abstain is not None:
-            vote["abstain"] = Array(abstain)
+        for key, array in encode_vote(local_majority(result.signs)).items():
+            vote[key] = Array(array)
         if conf.get("return-sign-sum", False):
             vote["sign-sum"] = Array(result.signs.sum(dim=0, dtype=torch.int16).numpy())
         losses, num_examples = result.losses, result.num_examples

@@ -25,7 +25,8 @@ from flwr.clientapp.typing import ClientAppCallable
 from clients.context import byzantine_rows, run_config
 from fl_election.attacks import SignAttack, create_attack, forge_gradient, malform
 from fl_election.config import ConfigValue
-from fl_election.voting import pack_signs, unpack_signs
+from fl_election.voting import unpack_signs
+from fl_election.wire import decode_vote, encode_vote
 
 #: Error code of the reply a silent node produces (Flower always returns some message;
 #: the strategy treats an error reply exactly like a missing vote).
@@ -106,16 +107,15 @@ def byzantine_mod(msg: Message, context: Context, call_next: ClientAppCallable) 
             forged["gradient"] = Array(payload.astype(np.float32))
     else:
         count = int(reply.content["metrics"]["num-coordinates"])  # type: ignore[arg-type]
-        abstain = vote["abstain"].numpy() if "abstain" in vote else None
-        honest = unpack_signs(vote["signs"].numpy(), count, abstain)
+        arrays = {key: vote[key].numpy() for key in vote.keys() if key != "sign-sum"}
+        signs, abstain = decode_vote(arrays, count)
+        honest = unpack_signs(signs, count, abstain)
         if attack.malforms_reply:
-            bad = malform(vote["signs"].numpy(), str(attack.kind), rng)
+            bad = malform(signs, str(attack.kind), rng)
             if bad is not None:
                 forged["signs"] = Array(bad)
         else:
-            signs, forged_abstain = pack_signs(attack.forge(honest, sign_sum, rng))
-            forged["signs"] = Array(signs)
-            if forged_abstain is not None:
-                forged["abstain"] = Array(forged_abstain)
+            for key, array in encode_vote(attack.forge(honest, sign_sum, rng)).items():
+                forged[key] = Array(array)
     reply.content["vote"] = forged
     return reply

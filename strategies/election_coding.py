@@ -41,11 +41,11 @@ from fl_election.aggregation import coordinate_median
 from fl_election.codes import AllocationCode, create_code, max_tolerance
 from fl_election.optim import SignMomentumSGD, flatten_arrays, step_lr, unflatten_arrays
 from fl_election.voting import global_majority, packed_agreement
+from fl_election.wire import decode_vote
 
-#: Keys of the reply record a ClientApp sends back (the wire format of a vote).
+#: Keys of the reply record a ClientApp sends back; the vote's own arrays are
+#: :mod:`fl_election.wire`'s.
 VOTE_KEY = "vote"
-SIGNS_KEY = "signs"
-ABSTAIN_KEY = "abstain"
 BUFFERS_KEY = "buffers"
 METRICS_KEY = "metrics"
 
@@ -141,34 +141,24 @@ def parse_vote(
     if VOTE_KEY not in content.array_records:
         raise RejectedReply(f"node {node}: reply has no ArrayRecord {VOTE_KEY!r}")
     vote = content.array_records[VOTE_KEY]
-    if SIGNS_KEY not in vote:
-        raise RejectedReply(f"node {node}: vote has no array {SIGNS_KEY!r}")
-    num_bytes = (num_coordinates + 7) // 8
-    planes: list[np.ndarray] = []
-    for key in (SIGNS_KEY, ABSTAIN_KEY):
-        if key not in vote:
-            continue
+    arrays: dict[str, np.ndarray] = {}
+    for key in vote.keys():
         try:
-            plane = vote[key].numpy()
+            arrays[key] = vote[key].numpy()
         except Exception as err:  # a payload that does not deserialize at all
             raise RejectedReply(f"node {node}: {key!r} cannot be decoded ({err})") from err
-        if plane.dtype != np.uint8 or plane.shape != (num_bytes,):
-            raise RejectedReply(
-                f"node {node}: {key!r} must be uint8 of shape ({num_bytes},), "
-                f"got {plane.dtype} of shape {plane.shape}"
-            )
-        planes.append(plane)
-    extra = set(vote.keys()) - {SIGNS_KEY, ABSTAIN_KEY}
-    if extra:
-        raise RejectedReply(f"node {node}: unexpected arrays in the vote: {sorted(extra)}")
+    try:
+        signs, abstain = decode_vote(arrays, num_coordinates)
+    except ValueError as err:
+        raise RejectedReply(f"node {node}: {err}") from err
     buffers, metrics = read_buffers_and_metrics(message, buffer_shapes)
     return ParsedReply(
         node_id=node,
-        payload=planes[0],
-        abstain=planes[1] if len(planes) > 1 else None,
+        payload=signs,
+        abstain=abstain,
         buffers=buffers,
         metrics=metrics,
-        num_bytes=sum(p.nbytes for p in planes),
+        num_bytes=sum(a.nbytes for a in arrays.values()),  # what travelled, compressed
     )
 
 
