@@ -5,8 +5,9 @@ Byzantine-robust, 1-bit-uplink distributed training after Sohn, Han, Choi and Mo
 NeurIPS 2020 (arXiv:1910.06093).
 
 The package is framework-free: allocation codes and their exact certificate
-(:mod:`fl_election.codes`), packed-sign voting kernels (:mod:`fl_election.voting`), attack
-math (:mod:`fl_election.attacks`), robust aggregators (:mod:`fl_election.aggregation`), the
+(:mod:`fl_election.codes`), packed-sign voting kernels (:mod:`fl_election.voting`), the
+vote's wire format (:mod:`fl_election.wire`), attack math (:mod:`fl_election.attacks`),
+robust aggregators (:mod:`fl_election.aggregation`), the
 cost model (:mod:`fl_election.cost`), datasets and models (:mod:`fl_election.data`,
 :mod:`fl_election.models`), per-partition gradients (:mod:`fl_election.training`), the server
 optimizer (:mod:`fl_election.optim`) and the typed run configuration
