@@ -63,19 +63,24 @@ def _run_code(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_code_options(parser: argparse.ArgumentParser, default_kind: str) -> None:
+    """Add the options that pick a code (read back by :func:`_code_params`)."""
+    parser.add_argument("--kind", choices=sorted(CODE_FACTORIES), default=default_kind)
+    parser.add_argument("--n", type=int, help="number of workers")
+    parser.add_argument("--k", type=int, default=None, help="partitions (bernoulli; default n)")
+    parser.add_argument("--b", type=int, default=None, help="Byzantine workers (b of the code)")
+    parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
+    parser.add_argument("--seed", type=int, default=0, help="bernoulli / sampling seed")
+    parser.add_argument("--group", type=int, default=None, help="repetition group size")
+
+
 def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "code",
         help="build an allocation code and certify it",
         description="Build an allocation code, print it and its exact b-tolerance certificate.",
     )
-    parser.add_argument("--kind", choices=sorted(CODE_FACTORIES), default="deterministic")
-    parser.add_argument("--n", type=int, help="number of workers")
-    parser.add_argument("--k", type=int, default=None, help="partitions (bernoulli; default n)")
-    parser.add_argument("--b", type=int, default=None, help="Byzantine workers to certify")
-    parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
-    parser.add_argument("--seed", type=int, default=0, help="bernoulli / sampling seed")
-    parser.add_argument("--group", type=int, default=None, help="repetition group size")
+    _add_code_options(parser, default_kind="deterministic")
     parser.add_argument(
         "--method", choices=CERTIFY_METHODS, default="auto", help="certificate method"
     )
@@ -120,13 +125,7 @@ def _register_cost(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         description="Round time is set by the slowest worker: max load x gradient time, plus "
         "its upload; compared with uncoded SignSGD-MV and the float32 median baseline.",
     )
-    parser.add_argument("--kind", choices=sorted(CODE_FACTORIES), default="bernoulli")
-    parser.add_argument("--n", type=int, help="number of workers")
-    parser.add_argument("--k", type=int, default=None, help="partitions (bernoulli; default n)")
-    parser.add_argument("--b", type=int, default=None, help="b of a deterministic code")
-    parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
-    parser.add_argument("--seed", type=int, default=0, help="bernoulli seed")
-    parser.add_argument("--group", type=int, default=None, help="repetition group size")
+    _add_code_options(parser, default_kind="bernoulli")
     parser.add_argument("--params", type=int, default=11_173_962, help="model size d")
     parser.add_argument("--grad-seconds", type=float, default=0.05, help="one partition gradient")
     parser.add_argument("--uplink-mbps", type=float, default=100.0, help="per-worker uplink")
