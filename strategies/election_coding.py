@@ -255,6 +255,8 @@ class ElectionCoding(FedAvg):
         self.optimizer = SignMomentumSGD(momentum=momentum, weight_decay=weight_decay)
         self.node_to_worker: dict[int, int] = {}
         self._arrays: ArrayRecord | None = None
+        self._trainable_shapes: list[tuple[int, ...]] = []
+        self._buffer_shapes: dict[str, tuple[int, ...]] = {}
         self._sent_to: set[int] = set()
 
     # ------------------------------------------------------------------ reporting
@@ -328,6 +330,14 @@ class ElectionCoding(FedAvg):
         if self.trainable_keys is None:
             self.trainable_keys = default_trainable_keys(arrays)
         self._arrays = arrays
+        # Shapes of this round's model, read once: the votes and buffers are checked
+        # against them and the update is unflattened into them.
+        self._trainable_shapes = [tuple(arrays[key].shape) for key in self.trainable_keys]
+        self._buffer_shapes = {
+            key: tuple(array.shape)
+            for key, array in arrays.items()
+            if key.endswith(BUFFER_SUFFIXES)
+        }
         messages = []
         for node_id, worker in self.node_to_worker.items():
             partitions = self.code.partitions_of(worker)
@@ -353,16 +363,6 @@ class ElectionCoding(FedAvg):
         log(INFO, "configure_train: sent %d coded train messages", len(messages))
         return messages
 
-    def _shapes(self) -> tuple[list[tuple[int, ...]], dict[str, tuple[int, ...]]]:
-        assert self._arrays is not None and self.trainable_keys is not None
-        trainable = [tuple(self._arrays[key].shape) for key in self.trainable_keys]
-        buffers = {
-            key: tuple(array.shape)
-            for key, array in self._arrays.items()
-            if key.endswith(BUFFER_SUFFIXES)
-        }
-        return trainable, buffers
-
     def parse_reply(
         self,
         message: Message,
@@ -376,7 +376,6 @@ class ElectionCoding(FedAvg):
         self, replies: Iterable[Message], num_coordinates: int
     ) -> tuple[list[ParsedReply], list[str]]:
         """Validate replies: accepted votes, and the reasons for the rejected ones."""
-        _, buffer_shapes = self._shapes()
         votes: list[ParsedReply] = []
         rejected: list[str] = []
         seen: set[int] = set()
@@ -387,7 +386,7 @@ class ElectionCoding(FedAvg):
                     raise RejectedReply(f"node {node} was not asked to vote this round")
                 if node in seen:
                     raise RejectedReply(f"node {node} replied twice; keeping the first reply")
-                vote = self.parse_reply(message, num_coordinates, buffer_shapes)
+                vote = self.parse_reply(message, num_coordinates, self._buffer_shapes)
             except RejectedReply as reason:
                 rejected.append(str(reason))
                 log(WARNING, "Rejected reply: %s", reason)
@@ -442,7 +441,7 @@ class ElectionCoding(FedAvg):
         if self._arrays is None or self.trainable_keys is None:
             raise RuntimeError("aggregate_train called before configure_train")
         replies = list(replies)
-        shapes, _ = self._shapes()
+        shapes = self._trainable_shapes
         num_coordinates = int(sum(int(np.prod(s)) for s in shapes))
         direction, metrics, votes = self.compute_direction(replies, num_coordinates)
         answered = {m.metadata.src_node_id for m in replies}
