@@ -1,9 +1,11 @@
 """Benchmark the packed-sign voting kernels at ResNet-18 size.
 
 Times one global majority vote over ``n`` random sign planes of ``d`` coordinates (with and
-without abstain planes), with the compiled numba kernel and with the numpy adder tree, against
-reading the same packed bytes once (``np.bitwise_xor.reduce(stack, axis=0)``) and against the
-naive unpack-to-int8-and-sum vote, plus the client-side ``local_majority`` and ``pack_signs``.
+without abstain planes, given as one matrix or as a list as the strategy does) and the
+per-voter ``packed_agreement``, each with the compiled numba kernel and with the plain
+reference kernel (``kernel="reference"``), against reading the same packed bytes once
+(``np.bitwise_xor.reduce(stack, axis=0)``) and against the naive whole-array
+unpack-to-int8-and-sum vote, plus the client-side ``local_majority`` and ``pack_signs``.
 Prints a markdown table: median and minimum wall time, and the minimum CPU time of the process
 (all its threads; it leaves out the time spent waiting for a core on a shared machine), each
 also as a ratio to the read-once reference. Numba's compilation (or loading from its cache)
@@ -11,7 +13,7 @@ happens in the untimed warm-up call.
 
 Example::
 
-    python benchmarks/bench_voting.py --n 15 --d 11_200_000 --repeats 15
+    PYTHONPATH=. python benchmarks/bench_voting.py --n 15 --d 11_200_000 --repeats 5
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 
 import numpy as np
 
 from fl_election import voting
-from fl_election.voting import global_majority, local_majority, pack_signs
+from fl_election.voting import global_majority, local_majority, pack_signs, packed_agreement
 
 
 def measure_round_robin(
@@ -84,7 +87,7 @@ def main() -> None:
         default=11_200_000,
         help="coordinates (default: 11_200_000, ResNet-18)",
     )
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (default: 15)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats (default: 5)")
     parser.add_argument(
         "--abstain-fraction",
         type=float,
@@ -97,60 +100,51 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    n, d = args.n, args.d
     rng = np.random.default_rng(args.seed)
-    stack, abstain = random_planes(rng, args.n, args.d, args.abstain_fraction)
+    stack, abstain = random_planes(rng, n, d, args.abstain_fraction)
     plain = rng.integers(0, 256, size=stack.shape, dtype=np.uint8)
-    plain[:, -1] &= voting._padding_mask(args.d)
+    plain[:, -1] &= voting._padding_mask(d)
     abstain_list = list(abstain)
-    kernels = ["numba", "numpy"] if voting.KERNEL == "numba" else ["numpy"]
-    expected = naive_vote(plain, args.d)
-    for kernel in kernels:
-        assert np.array_equal(global_majority(plain, args.d, kernel=kernel), expected)
-        assert np.array_equal(
-            global_majority(stack, args.d, abstain, kernel=kernel),
-            global_majority(stack, args.d, abstain_list, kernel="numpy"),
-        )
+    expected = naive_vote(plain, d)
+    elected = global_majority(stack, d, abstain, kernel="reference")
+    for kernel in ("numba", "reference"):
+        assert np.array_equal(global_majority(plain, d, kernel=kernel), expected)
+        assert np.array_equal(global_majority(stack, d, abstain, kernel=kernel), elected)
+        assert np.array_equal(global_majority(stack, d, abstain_list, kernel=kernel), elected)
+    assert np.array_equal(
+        packed_agreement(stack, abstain_list, elected, kernel="numba"),
+        packed_agreement(stack, abstain_list, elected, kernel="reference"),
+    )
 
     labelled: list[tuple[str, Callable[[], object]]] = []
 
     def add(label: str, function: Callable[[], object]) -> None:
         labelled.append((label, function))
 
-    n, d = args.n, args.d
     add(
         "read the packed bytes once: `np.bitwise_xor.reduce(stack, axis=0)`",
         lambda: np.bitwise_xor.reduce(plain, axis=0),
     )
     fraction = f"{args.abstain_fraction:.0%}"
-    for kernel in kernels:
-
-        def majority(
-            votes: np.ndarray, planes: object, threads: int, kernel: str = kernel
-        ) -> object:
-            return global_majority(votes, d, planes, threads=threads, kernel=kernel)  # type: ignore[arg-type]
-
-        add(f"{kernel}: `global_majority`, no abstain planes", lambda m=majority: m(plain, None, 1))
+    for kernel in ("numba", "reference"):
         add(
-            f"{kernel}: `global_majority`, no abstain planes, 2 threads",
-            lambda m=majority: m(plain, None, 2),
-        )
-        add(
-            f"{kernel}: `global_majority_packed`, no abstain planes",
-            lambda kernel=kernel: voting.global_majority_packed(plain, d, kernel=kernel),
+            f"{kernel}: `global_majority`, no abstain planes",
+            lambda k=kernel: global_majority(plain, d, kernel=k),
         )
         add(
             f"{kernel}: `global_majority`, abstain planes ({fraction})",
-            lambda m=majority: m(stack, abstain, 1),
-        )
-        add(
-            f"{kernel}: `global_majority`, abstain planes ({fraction}), 2 threads",
-            lambda m=majority: m(stack, abstain, 2),
+            lambda k=kernel: global_majority(stack, d, abstain, kernel=k),
         )
         add(
             f"{kernel}: `global_majority`, abstain planes as a list",
-            lambda m=majority: m(stack, abstain_list, 1),
+            lambda k=kernel: global_majority(stack, d, abstain_list, kernel=k),
         )
-    add("naive: unpack to int8, sum, sign", lambda: naive_vote(plain, d))
+        add(
+            f"{kernel}: `packed_agreement`, abstain planes as a list",
+            lambda k=kernel: packed_agreement(stack, abstain_list, elected, kernel=k),
+        )
+    add("naive: unpack the whole stack to int8, sum, sign", lambda: naive_vote(plain, d))
 
     signs = rng.integers(-1, 2, size=(args.partitions, d)).astype(np.int8)
     signs_float = signs.astype(np.float32)
@@ -165,17 +159,11 @@ def main() -> None:
     timings = measure_round_robin([function for _, function in labelled], args.repeats)
     rows = [(label, *timing) for (label, _), timing in zip(labelled, timings, strict=True)]
     _, read_median, read_min, read_cpu = rows[0]
-    try:
-        from importlib.metadata import version
-
-        numba_version = version("numba")
-    except Exception:  # noqa: BLE001 - only for the header line
-        numba_version = "not installed"
     print(
         f"n = {n}, d = {d:_}, repeats = {args.repeats}, numpy {np.__version__}, "
-        f"numba {numba_version}, default kernel {voting.KERNEL}, "
-        f"python {platform.python_version()}, {platform.machine()}, "
-        f"cores = {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}\n"
+        f"numba {version('numba')}, python {platform.python_version()}, "
+        f"{platform.machine()}, cores = {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}\n"
     )
     print(
         "| operation | median (ms) | min (ms) | min CPU (ms) | median / read-once "

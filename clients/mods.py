@@ -1,121 +1,204 @@
-"""Byzantine behaviour as a ClientApp mod.
+"""Byzantine behaviour as a ClientApp mod, for any ClientApp built on the client API.
 
-The same mod runs in simulation and in a real deployment: it wraps the honest train
-handler and, on a Byzantine node, changes what goes in (poisoned labels, noisy gradients,
-a request for the sign sum over *all* partitions) and what comes out (the forged vote, a
-malformed payload, or no vote at all). The attack math lives in :mod:`fl_election.attacks`;
-this module only translates between Flower messages and it.
+The same mod runs in simulation and in a real deployment, on this project's ClientApp or
+on an outside one built with :func:`fl_election.clients.coded_train` /
+:func:`fl_election.clients.coded_client_app`. It is configured by its arguments and by
+the SuperNode's node config, never by the run config of a particular project. The attack
+math lives in :mod:`fl_election.attacks`; this module only decides who attacks, and how
+the attack reaches the client:
 
-Which nodes are Byzantine:
+- ``silent``: the mod answers with an error instead of calling the client;
+- every other attack is *declared* to the client through
+  :mod:`fl_election.clients.attack_hook` for the duration of ``call_next``: the client API
+  flips the targets (``label-flip``), perturbs each gradient (``gaussian-noise``), computes
+  every partition's sign (``omniscient``, ``ipm``, ``alie``) and forges the vote before
+  encoding it once;
+- ``malformed``: after the client answered, the mod replaces the encoded payload by a
+  malformed one (post-processing the reply only, like Flower's ``fixedclipping_mod``).
 
-- in a deployment, a SuperNode started with ``--node-config "byzantine=true"`` (optionally
-  ``attack='reverse'``) is Byzantine, one with ``byzantine=false`` is honest; with
-  ``byzantine-selection = "node-config"`` a node without the key is honest too;
-- otherwise the run config decides (``byzantine-count``, ``byzantine-selection``,
-  ``byzantine-ids``) over the code rows the strategy assigns (``worker-index``), so
-  ``worst`` picks the rows that hurt the code most, whatever node ids Flower hands out.
+Which nodes are Byzantine, in this order:
+
+1. a SuperNode started with ``--node-config "byzantine=true"`` is Byzantine (attack from
+   its ``attack`` key, else the mod's ``attack``; parameters from its ``attack-direction``,
+   ``attack-z``, ``attack-std``, ``malformed-kind`` keys), one with ``byzantine=false``
+   is honest;
+2. otherwise the mod's ``select(context, instruction)`` decides, if given;
+3. otherwise the node is Byzantine when the mod has an ``attack`` and the node's code row
+   (``worker-index``) is in ``rows``.
 """
 
 from __future__ import annotations
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType
-from flwr.clientapp.typing import ClientAppCallable
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
-from clients.context import byzantine_rows, run_config
-from fl_election.attacks import SignAttack, create_attack, forge_gradient, malform
-from fl_election.config import ConfigValue
-from fl_election.voting import unpack_signs
-from fl_election.wire import decode_vote, encode_vote
+import numpy as np
+from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.clientapp.typing import ClientAppCallable, Mod
+
+from fl_election import contract
+from fl_election.attacks import SignAttack, create_attack_from_config, malform
+from fl_election.contract import ContractError, TrainInstruction
+from fl_election.wire import SIGNS
+
+from .attack_hook import ActiveAttack, attacking
+
+__all__ = [
+    "SILENT_ERROR_CODE",
+    "AttackSelector",
+    "attack_from_node_config",
+    "byzantine_mod",
+    "make_byzantine_mod",
+]
 
 #: Error code of the reply a silent node produces (Flower always returns some message;
 #: the strategy treats an error reply exactly like a missing vote).
 SILENT_ERROR_CODE = 4100
 
+#: ``select(context, instruction) -> attack or None`` for the current train message.
+AttackSelector = Callable[[Context, TrainInstruction], SignAttack | None]
 
-def _truthy(value: ConfigValue) -> bool:
+_TRUE = ("true", "1", "yes")
+_FALSE = ("false", "0", "no")
+
+
+def _truthy(value: Any) -> bool:
     if isinstance(value, str):
-        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        if value.lower() not in _TRUE + _FALSE:
             raise ValueError(f"node-config 'byzantine' must be true or false, got {value!r}")
-        return value.lower() in ("true", "1", "yes")
+        return value.lower() in _TRUE
     return bool(value)
 
 
-def node_attack(context: Context, config: ConfigRecord) -> SignAttack | None:
-    """Return this node's attack for the current message, or ``None`` if it is honest."""
-    cfg = run_config(context)
-    node_config = context.node_config
-    if "byzantine" in node_config:  # a deployment names its Byzantine SuperNodes
-        if not _truthy(node_config["byzantine"]):
+def attack_from_node_config(
+    node_config: Mapping[str, Any],
+    instruction: TrainInstruction,
+    default: str | SignAttack | None = None,
+) -> SignAttack | None | bool:
+    """Return the node config's verdict: an attack, ``None`` (honest), or ``False`` (silent on it).
+
+    Parameters
+    ----------
+    node_config : Mapping[str, Any]
+        The SuperNode's node config.
+    instruction : TrainInstruction
+        The current train instruction (``alie`` needs its ``k``).
+    default : str | SignAttack | None (default: None)
+        The attack of a node marked ``byzantine=true`` without an ``attack`` key.
+
+    Returns
+    -------
+    SignAttack | None | bool
+        The attack of a node marked Byzantine, ``None`` for a node marked honest, and
+        ``False`` when the node config does not say (no ``byzantine`` key).
+    """
+    if "byzantine" not in node_config:
+        return False
+    if not _truthy(node_config["byzantine"]):
+        return None
+    name = node_config.get("attack", default)
+    if isinstance(name, SignAttack):
+        return name
+    if name is None:
+        raise ValueError("node-config byzantine=true needs an 'attack' key (or a mod default)")
+    return create_attack_from_config(
+        str(name), node_config, num_partitions=instruction.num_partitions
+    )
+
+
+def _rng(instruction: TrainInstruction) -> np.random.Generator:
+    return np.random.default_rng(
+        [instruction.seed, instruction.step, instruction.worker_index, 0xB7]
+    )
+
+
+def _malform_reply(reply: Message, kind: str, rng: np.random.Generator) -> None:
+    """Replace the reply's encoded payload by a malformed one, in place."""
+    vote = reply.content[contract.VOTE]
+    assert isinstance(vote, ArrayRecord)
+    key = SIGNS if SIGNS in vote else contract.GRADIENT
+    raw = np.ascontiguousarray(vote[key].numpy()).view(np.uint8).reshape(-1)
+    bad = malform(raw, kind, rng)
+    forged = ArrayRecord({k: v for k, v in vote.items() if k != key})
+    if bad is not None:
+        forged[key] = Array(bad)
+    reply.content[contract.VOTE] = forged
+
+
+def make_byzantine_mod(
+    attack: str | SignAttack | None = None,
+    *,
+    rows: Collection[int] = (),
+    select: AttackSelector | None = None,
+    **params: Any,
+) -> Mod:
+    """Build a mod that turns a coded client into a Byzantine one where told to.
+
+    Parameters
+    ----------
+    attack : str | SignAttack | None (default: None)
+        The attack of the ``rows`` (and the default of nodes marked ``byzantine=true``
+        without an ``attack`` key): a registry name (:data:`fl_election.attacks.ATTACKS`)
+        or an attack object.
+    rows : Collection[int] (default: ())
+        Code rows (``worker-index``) that mount ``attack``.
+    select : AttackSelector | None (default: None)
+        Decides per message instead of ``rows`` (``None`` from it means honest).
+    **params : Any
+        Parameters of a named ``attack`` in flat form, e.g. ``{"attack-z": 1.5}``.
+
+    Returns
+    -------
+    Mod
+        The mod, for ``ClientApp(mods=[...])`` or ``@app.train(mods=[...])``.
+    """
+    flat = {key.replace("_", "-"): value for key, value in params.items()}
+    chosen_rows = frozenset(int(r) for r in rows)
+
+    def choose(context: Context, instruction: TrainInstruction) -> SignAttack | None:
+        verdict = attack_from_node_config(context.node_config, instruction, attack)
+        if verdict is not False:
+            return verdict if isinstance(verdict, SignAttack) else None
+        if select is not None:
+            return select(context, instruction)
+        if attack is None or instruction.worker_index not in chosen_rows:
             return None
-        name = str(node_config.get("attack", cfg.attack))
-        return create_attack(name, **cfg.replace(attack=name).attack_params)
-    if cfg.byzantine_selection == "node-config":
-        return None  # only nodes marked byzantine=true attack; unmarked nodes are honest
-    if cfg.byzantine_count == 0 or cfg.attack == "none":
-        return None
-    worker = int(config.get("worker-index", -1))  # type: ignore[arg-type]
-    if worker not in byzantine_rows(context):
-        return None
-    return create_attack(cfg.attack, **cfg.attack_params)
+        if isinstance(attack, SignAttack):
+            return attack
+        return create_attack_from_config(attack, flat, num_partitions=instruction.num_partitions)
 
-
-def _rng(config: ConfigRecord) -> np.random.Generator:
-    seed = int(config.get("seed", 0))  # type: ignore[arg-type]
-    step = int(config.get("step", 0))  # type: ignore[arg-type]
-    worker = int(config.get("worker-index", 0))  # type: ignore[arg-type]
-    return np.random.default_rng([seed, step, worker, 0xB7])
-
-
-def byzantine_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Turn the honest train handler into the node's attack, if it is Byzantine."""
-    if msg.metadata.message_type != MessageType.TRAIN or msg.has_error():
-        return call_next(msg, context)
-    config = msg.content["config"]
-    attack = node_attack(context, config)
-    if attack is None or attack.name == "none":
-        return call_next(msg, context)
-
-    if attack.drops_reply:
-        return Message(Error(code=SILENT_ERROR_CODE, reason="silent node: no vote"), reply_to=msg)
-    if attack.poisons_data:
-        config["label-flip"] = True
-        return call_next(msg, context)
-    if attack.perturbs_gradient:
-        config["grad-noise-std"] = float(attack.std)
-        return call_next(msg, context)
-    if attack.needs_sign_sum:
-        # The omniscient adversary knows every partition's gradient: compute them all.
-        config["partition-ids"] = list(range(int(config["num-partitions"])))  # type: ignore[arg-type]
-        config["return-sign-sum"] = True
-
-    reply = call_next(msg, context)
-    if reply.has_error():
+    def byzantine(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        if msg.metadata.message_type != MessageType.TRAIN or msg.has_error():
+            return call_next(msg, context)
+        try:
+            instruction = TrainInstruction.from_config(msg.content[contract.CONFIG])
+        except (ContractError, KeyError, TypeError):
+            return call_next(msg, context)  # the client answers with the contract error
+        chosen = choose(context, instruction)
+        if chosen is None or chosen.name == "none":
+            return call_next(msg, context)
+        if chosen.drops_reply:
+            return Message(
+                Error(code=SILENT_ERROR_CODE, reason="silent node: no vote"), reply_to=msg
+            )
+        hook = ActiveAttack(chosen, rng=_rng(instruction))
+        with attacking(hook):
+            reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        if not hook.used:
+            raise RuntimeError(
+                f"attack {chosen.name!r} cannot be mounted: the ClientApp did not compute "
+                "its vote with fl_election's client API (coded_train / coded_client_app)"
+            )
+        if chosen.malforms_reply:
+            _malform_reply(reply, str(getattr(chosen, "kind", "garbage")), hook.rng)
         return reply
-    vote = reply.content["vote"]
-    rng = _rng(config)
-    sign_sum = vote["sign-sum"].numpy() if "sign-sum" in vote else None
-    forged = ArrayRecord()
-    if "gradient" in vote:  # the FGM baseline: the attack acts on float gradients
-        gradient = vote["gradient"].numpy()
-        payload = forge_gradient(attack, gradient, sign_sum, rng)
-        if attack.malforms_reply:
-            bad = malform(gradient, str(attack.kind), rng)
-            if bad is not None:
-                forged["gradient"] = Array(bad)
-        else:
-            forged["gradient"] = Array(payload.astype(np.float32))
-    else:
-        count = int(reply.content["metrics"]["num-coordinates"])  # type: ignore[arg-type]
-        arrays = {key: vote[key].numpy() for key in vote.keys() if key != "sign-sum"}
-        signs, abstain = decode_vote(arrays, count)
-        honest = unpack_signs(signs, count, abstain)
-        if attack.malforms_reply:
-            bad = malform(signs, str(attack.kind), rng)
-            if bad is not None:
-                forged["signs"] = Array(bad)
-        else:
-            for key, array in encode_vote(attack.forge(honest, sign_sum, rng)).items():
-                forged[key] = Array(array)
-    reply.content["vote"] = forged
-    return reply
+
+    byzantine.__name__ = "byzantine_mod"
+    return byzantine
+
+
+#: The mod configured by node config alone: a SuperNode started with
+#: ``--node-config "byzantine=true attack='reverse'"`` attacks, every other node is honest.
+byzantine_mod: Mod = make_byzantine_mod()

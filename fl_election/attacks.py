@@ -24,7 +24,7 @@ import dataclasses
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 __all__ = [
     "ATTACKS",
+    "ATTACK_CONFIG_KEYS",
     "MALFORM_KINDS",
     "BYZANTINE_SELECTIONS",
     "AlieAttack",
@@ -51,6 +52,7 @@ __all__ = [
     "add_gaussian_noise",
     "alie_z",
     "create_attack",
+    "create_attack_from_config",
     "flip_labels",
     "forge_gradient",
     "malform",
@@ -693,6 +695,46 @@ def create_attack(name: str, **params: Any) -> SignAttack:
     if missing:
         raise ValueError(f"attack {key!r} requires parameter(s) {', '.join(missing)}")
     return cls(**params)
+
+
+#: Flat config keys (run config or node config) of each attack's parameters.
+ATTACK_CONFIG_KEYS: dict[str, dict[str, str]] = {
+    "directional": {"direction": "attack-direction"},
+    "alie": {"z": "attack-z"},
+    "gaussian-noise": {"std": "attack-std"},
+    "malformed": {"kind": "malformed-kind"},
+}
+
+
+def create_attack_from_config(
+    name: str, config: Mapping[str, Any], *, num_partitions: int
+) -> SignAttack:
+    """Build an attack by name, its parameters read from a flat config.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (see :func:`create_attack`).
+    config : Mapping[str, Any]
+        Flat kebab-case keys (:data:`ATTACK_CONFIG_KEYS`), e.g. a SuperNode's node config;
+        absent keys keep the attack's defaults.
+    num_partitions : int
+        ``k`` of the code, which ``alie`` needs.
+
+    Returns
+    -------
+    SignAttack
+        The attack.
+    """
+    key = str(name).strip().lower().replace("_", "-")
+    params: dict[str, Any] = {
+        field: config[flat]
+        for field, flat in ATTACK_CONFIG_KEYS.get(key, {}).items()
+        if flat in config
+    }
+    if key == "alie":
+        params["num_partitions"] = num_partitions
+    return create_attack(key, **params)
 
 
 def _check_ids(ids: Sequence[int], n: int, count: int, what: str) -> tuple[int, ...]:

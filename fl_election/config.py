@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fl_election.attacks import SignAttack
     from fl_election.codes import AllocationCode
 
 ConfigValue = bool | int | float | str
@@ -250,16 +251,11 @@ class RunConfig:
             return {"n": n, "group": self.repetition_group}
         return {"n": n}
 
-    @property
-    def attack_params(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`fl_election.attacks.create_attack`."""
-        params: dict[str, dict[str, Any]] = {
-            "directional": {"direction": self.attack_direction},
-            "alie": {"z": self.attack_z, "num_partitions": self.k},
-            "gaussian-noise": {"std": self.attack_std},
-            "malformed": {"kind": self.malformed_kind},
-        }
-        return params.get(self.attack, {})
+    def create_attack(self) -> SignAttack:
+        """Return the run's attack (:func:`fl_election.attacks.create_attack_from_config`)."""
+        from fl_election.attacks import create_attack_from_config
+
+        return create_attack_from_config(self.attack, self.to_run_config(), num_partitions=self.k)
 
     @property
     def default_run_name(self) -> str:
@@ -375,7 +371,7 @@ class RunConfig:
             f"attack {self.attack!r} is not one of {sorted(attacks.ATTACKS)}",
         )
         # Let the attack and the code check their own parameters (clear ValueErrors).
-        attacks.create_attack(self.attack, **self.attack_params)
+        self.create_attack()
         need(self.grad_noise_std >= 0, f"grad-noise-std must be >= 0, got {self.grad_noise_std}")
         need(self.eval_every >= 1, f"eval-every must be >= 1, got {self.eval_every}")
         need(

@@ -1,37 +1,21 @@
-"""Models for election-coded SignSGD and helpers to move their state around as numpy arrays.
+"""Models for election-coded SignSGD.
 
 The paper (Sohn, Han, Choi, Moon, "Election Coding for Distributed Learning: Protecting SignSGD
 against Byzantine Attacks", NeurIPS 2020, arXiv:1910.06093) trains ResNet-18 on CIFAR-10; the
 small MLP and CNN make the same method runnable on the offline digits dataset.
 
-Only trainable parameters take part in the sign vote and the server update (in
-``named_parameters`` order: :func:`trainable_names`, :func:`flat_grad`). Floating-point buffers
-(BatchNorm running statistics, :func:`buffer_names`) are aggregated separately by the strategy.
+Which coordinates a vote covers is the contract's business (:mod:`fl_election.contract`):
+trainable parameters only; BatchNorm running statistics travel as buffers.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "MODELS",
-    "BasicBlock",
-    "ResNet18",
-    "buffer_arrays",
-    "buffer_names",
-    "create_model",
-    "flat_grad",
-    "load_buffer_arrays",
-    "load_trainable_arrays",
-    "num_trainable",
-    "trainable_arrays",
-    "trainable_names",
-]
+__all__ = ["MODELS", "BasicBlock", "ResNet18", "create_model"]
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "resnet18")
 """Names accepted by :func:`create_model`."""
@@ -181,112 +165,3 @@ class ResNet18(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         logits: torch.Tensor = self.linear(torch.flatten(self.pool(out), 1))
         return logits
-
-
-def trainable_names(model: nn.Module) -> list[str]:
-    """Names of the parameters with ``requires_grad``, in ``named_parameters`` order."""
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
-
-
-def num_trainable(model: nn.Module) -> int:
-    """Count the trainable scalars, i.e. the length ``d`` of the sign vectors."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def flat_grad(model: nn.Module) -> torch.Tensor:
-    """Concatenate the gradients of the trainable parameters into one float32 vector.
-
-    Parameters that received no gradient (``.grad`` is None) contribute zeros.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model after ``backward``.
-
-    Returns
-    -------
-    torch.Tensor
-        A new 1-D float32 tensor of length :func:`num_trainable`, on the model's device.
-    """
-    pieces = []
-    for parameter in model.parameters():
-        if not parameter.requires_grad:
-            continue
-        if parameter.grad is None:
-            pieces.append(
-                torch.zeros(parameter.numel(), dtype=torch.float32, device=parameter.device)
-            )
-        else:
-            pieces.append(parameter.grad.detach().reshape(-1).to(torch.float32))
-    if not pieces:
-        return torch.zeros(0, dtype=torch.float32)
-    return torch.cat(pieces)
-
-
-def buffer_names(model: nn.Module) -> list[str]:
-    """Names of the floating-point buffers (BatchNorm running statistics), in state_dict order.
-
-    Integer buffers such as ``num_batches_tracked`` are excluded.
-    """
-    return [name for name, buffer in model.named_buffers() if buffer.dtype.is_floating_point]
-
-
-def trainable_arrays(model: nn.Module) -> list[np.ndarray]:
-    """Copy the trainable parameters to float32 numpy arrays, in :func:`trainable_names` order."""
-    return [
-        p.detach().to("cpu", torch.float32).numpy().copy()
-        for p in model.parameters()
-        if p.requires_grad
-    ]
-
-
-def load_trainable_arrays(model: nn.Module, arrays: Sequence[np.ndarray]) -> None:
-    """Overwrite the trainable parameters in place from arrays in :func:`trainable_names` order.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model to update.
-    arrays : Sequence[np.ndarray]
-        One array per trainable parameter, with matching shapes.
-    """
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    _copy_into(parameters, arrays, trainable_names(model), "trainable parameter")
-
-
-def buffer_arrays(model: nn.Module) -> list[np.ndarray]:
-    """Copy the floating-point buffers to float32 numpy arrays, in :func:`buffer_names` order."""
-    return [
-        b.detach().to("cpu", torch.float32).numpy().copy()
-        for b in model.buffers()
-        if b.dtype.is_floating_point
-    ]
-
-
-def load_buffer_arrays(model: nn.Module, arrays: Sequence[np.ndarray]) -> None:
-    """Overwrite the floating-point buffers in place from arrays in :func:`buffer_names` order.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model to update.
-    arrays : Sequence[np.ndarray]
-        One array per floating-point buffer, with matching shapes.
-    """
-    buffers = [b for b in model.buffers() if b.dtype.is_floating_point]
-    _copy_into(buffers, arrays, buffer_names(model), "buffer")
-
-
-def _copy_into(
-    targets: Sequence[torch.Tensor], arrays: Sequence[np.ndarray], names: list[str], kind: str
-) -> None:
-    if len(arrays) != len(targets):
-        raise ValueError(f"expected {len(targets)} arrays (one per {kind}), got {len(arrays)}")
-    for target, array, name in zip(targets, arrays, names, strict=True):
-        if tuple(np.shape(array)) != tuple(target.shape):
-            raise ValueError(
-                f"{kind} {name!r} has shape {tuple(target.shape)}, got {tuple(np.shape(array))}"
-            )
-    with torch.no_grad():
-        for target, array in zip(targets, arrays, strict=True):
-            target.copy_(torch.as_tensor(np.asarray(array), dtype=target.dtype))

@@ -1,4 +1,4 @@
-"""Per-partition gradient signs, full gradients and evaluation.
+"""Per-partition gradient signs, full gradients and evaluation, for any model and loss.
 
 A worker in election-coded SignSGD (Sohn, Han, Choi, Moon, "Election Coding for Distributed
 Learning: Protecting SignSGD against Byzantine Attacks", NeurIPS 2020, arXiv:1910.06093)
@@ -7,22 +7,92 @@ the step's minibatch and its coordinate-wise sign ``s_j``. :func:`partition_sign
 signs as a dense ``L x d`` int8 matrix (the client forms its local majority vote and packs it);
 :func:`partition_gradients` returns the float gradients for the full-gradient median (FGM)
 baseline.
+
+The coordinates are those of the contract (:mod:`fl_election.contract`): the gradients of the
+parameters named by the vote's keys, flattened in that order (:func:`vote_parameters`
+checks them against the model). The loss is any callable ``loss_fn(outputs, targets)``
+returning a scalar tensor; cross-entropy by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from fl_election.models import flat_grad, num_trainable
+from fl_election.contract import ContractError
 
-__all__ = ["PartitionSigns", "evaluate", "partition_gradients", "partition_signs"]
+__all__ = [
+    "LossFn",
+    "PartitionSigns",
+    "TargetsFn",
+    "evaluate",
+    "partition_gradients",
+    "partition_signs",
+    "vote_parameters",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+#: ``loss_fn(outputs, targets) -> scalar tensor``, e.g. ``torch.nn.CrossEntropyLoss()``.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``targets_fn(targets, outputs) -> targets``: what the loss sees instead of the batch's
+#: targets (a label-flipping attack uses it; it sees the outputs to know the classes).
+TargetsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def vote_parameters(
+    model: nn.Module, keys: Sequence[str] | None = None, num_coordinates: int | None = None
+) -> list[torch.Tensor]:
+    """Return the parameters a vote covers, in vote order, after checking them.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The node's model.
+    keys : Sequence[str] | None (default: None)
+        The vote's keys (the instruction's ``vote-keys``); ``None`` takes every trainable
+        parameter in ``named_parameters`` order.
+    num_coordinates : int | None (default: None)
+        The vote's length the server expects; checked when given.
+
+    Returns
+    -------
+    list[torch.Tensor]
+        The parameters, in the order of ``keys``.
+
+    Raises
+    ------
+    ContractError
+        When a key is not a trainable parameter of ``model`` (a frozen parameter, a buffer,
+        an unknown name) or the total size differs from ``num_coordinates``.
+    """
+    parameters = dict(model.named_parameters())
+    if keys is None:
+        keys = [name for name, p in parameters.items() if p.requires_grad]
+    chosen = []
+    for key in keys:
+        if key not in parameters:
+            kind = "a buffer" if key in dict(model.named_buffers()) else "not in the model"
+            raise ContractError(
+                f"vote key {key!r} is {kind}, not a trainable parameter; the server must "
+                "vote on trainable parameters only (trainable_keys=vote_keys(model))"
+            )
+        if not parameters[key].requires_grad:
+            raise ContractError(
+                f"vote key {key!r} is a frozen parameter (requires_grad=False) of this "
+                "node's model; the server must not vote on it (trainable_keys=vote_keys(model))"
+            )
+        chosen.append(parameters[key])
+    size = sum(p.numel() for p in chosen)
+    if num_coordinates is not None and size != num_coordinates:
+        raise ContractError(
+            f"the vote keys cover {size} coordinates on this node, the server expects "
+            f"{num_coordinates}: server and node models differ"
+        )
+    return chosen
 
 
 @dataclass
@@ -35,7 +105,7 @@ class PartitionSigns:
         int8 tensor of shape ``(L, d)`` with entries in {-1, 0, +1}; row ``l`` is the sign of
         the flat gradient on batch ``l`` (an exactly zero coordinate gives 0).
     losses : list[float]
-        Mean cross-entropy loss of each batch (before any update).
+        Mean loss of each batch (before any update).
     num_examples : int
         Total number of samples over the batches.
     """
@@ -49,17 +119,20 @@ def partition_signs(
     model: nn.Module,
     batches: Sequence[Batch],
     *,
+    loss_fn: LossFn = functional.cross_entropy,
+    parameters: Sequence[torch.Tensor] | None = None,
+    targets_fn: TargetsFn | None = None,
     noise_std: float = 0.0,
     noise_seed: int = 0,
 ) -> PartitionSigns:
     """Compute the sign of the gradient of every batch (one batch per held partition).
 
-    For each batch: zero the gradients, forward in training mode, mean cross-entropy, backward,
-    flatten the trainable gradients (:func:`fl_election.models.flat_grad`), optionally add
-    Gaussian noise (the reviewers' "noisy computation" attack, std ``noise_std``), take the sign.
-    Only one float gradient is alive at a time. The model's weights are not changed, but its
-    BatchNorm running statistics are updated by every forward pass (as on a real worker), and
-    the gradients are cleared on return.
+    For each batch: zero the gradients, forward in training mode, ``loss_fn``, backward,
+    flatten the gradients of ``parameters`` in order, optionally add Gaussian noise (the
+    reviewers' "noisy computation", std ``noise_std``), take the sign. Only one float
+    gradient is alive at a time. The model's weights are not changed, but its BatchNorm
+    running statistics are updated by every forward pass (as on a real worker), and the
+    gradients are cleared on return.
 
     Parameters
     ----------
@@ -67,6 +140,13 @@ def partition_signs(
         The model; batches are moved to the device of its first parameter.
     batches : Sequence[tuple[torch.Tensor, torch.Tensor]]
         ``(x, y)`` pairs, one per partition, each with at least one sample.
+    loss_fn : LossFn (default: cross-entropy)
+        ``loss_fn(outputs, targets)``, a scalar tensor.
+    parameters : Sequence[torch.Tensor] | None (default: None)
+        The parameters whose gradients form the vector (:func:`vote_parameters`); ``None``
+        takes every trainable parameter.
+    targets_fn : TargetsFn | None (default: None)
+        Replaces the targets the loss sees (``targets_fn(y, outputs)``).
     noise_std : float (default: 0.0)
         Standard deviation of the Gaussian noise added to each gradient before the sign; 0 adds
         none.
@@ -82,7 +162,8 @@ def partition_signs(
     _check_batches(batches)
     if not noise_std >= 0.0:
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
-    dimension = num_trainable(model)
+    chosen = list(parameters) if parameters is not None else vote_parameters(model)
+    dimension = sum(p.numel() for p in chosen)
     signs = torch.empty((len(batches), dimension), dtype=torch.int8)
     generator: torch.Generator | None = None
     if noise_std > 0.0:
@@ -90,7 +171,7 @@ def partition_signs(
     losses: list[float] = []
     num_examples = 0
     for row, (x, y) in enumerate(batches):
-        loss, gradient = _batch_gradient(model, x, y)
+        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn)
         losses.append(loss)
         num_examples += int(y.shape[0])
         if generator is not None:
@@ -104,7 +185,12 @@ def partition_signs(
 
 
 def partition_gradients(
-    model: nn.Module, batches: Sequence[Batch]
+    model: nn.Module,
+    batches: Sequence[Batch],
+    *,
+    loss_fn: LossFn = functional.cross_entropy,
+    parameters: Sequence[torch.Tensor] | None = None,
+    targets_fn: TargetsFn | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Compute the full float32 gradient of every batch (for the FGM baseline).
 
@@ -114,6 +200,12 @@ def partition_gradients(
         The model; batches are moved to the device of its first parameter.
     batches : Sequence[tuple[torch.Tensor, torch.Tensor]]
         ``(x, y)`` pairs, one per partition, each with at least one sample.
+    loss_fn : LossFn (default: cross-entropy)
+        ``loss_fn(outputs, targets)``, a scalar tensor.
+    parameters : Sequence[torch.Tensor] | None (default: None)
+        The parameters whose gradients form the vector; ``None`` takes every trainable one.
+    targets_fn : TargetsFn | None (default: None)
+        Replaces the targets the loss sees (``targets_fn(y, outputs)``).
 
     Returns
     -------
@@ -121,10 +213,11 @@ def partition_gradients(
         The ``L x d`` float32 gradients (on the CPU) and the mean loss of each batch.
     """
     _check_batches(batches)
-    gradients = torch.empty((len(batches), num_trainable(model)), dtype=torch.float32)
+    chosen = list(parameters) if parameters is not None else vote_parameters(model)
+    gradients = torch.empty((len(batches), sum(p.numel() for p in chosen)), dtype=torch.float32)
     losses: list[float] = []
     for row, (x, y) in enumerate(batches):
-        loss, gradient = _batch_gradient(model, x, y)
+        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn)
         losses.append(loss)
         gradients[row].copy_(gradient)
     model.zero_grad(set_to_none=True)
@@ -181,15 +274,33 @@ def evaluate(
 
 
 def _batch_gradient(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn: LossFn,
+    parameters: Sequence[torch.Tensor],
+    targets_fn: TargetsFn | None,
 ) -> tuple[float, torch.Tensor]:
-    """Loss on one batch (training mode) and the flat gradient of the trainable parameters."""
+    """Loss on one batch (training mode) and the flat float32 gradient of ``parameters``."""
     device = _model_device(model)
     model.train()
     model.zero_grad(set_to_none=True)
-    loss = functional.cross_entropy(model(x.to(device)), y.to(device))
+    outputs = model(x.to(device))
+    targets = y.to(device)
+    if targets_fn is not None:
+        targets = targets_fn(targets, outputs)
+    loss = loss_fn(outputs, targets)
+    if loss.ndim != 0:
+        raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
     loss.backward()  # type: ignore[no-untyped-call]
-    return float(loss.detach()), flat_grad(model)
+    pieces = [
+        p.grad.detach().reshape(-1).to(torch.float32)
+        if p.grad is not None
+        else torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
+        for p in parameters
+    ]
+    flat = torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.float32, device=device)
+    return float(loss.detach()), flat
 
 
 def _model_device(model: nn.Module) -> torch.device:

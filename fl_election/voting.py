@@ -1,4 +1,4 @@
-"""Packed-sign voting kernels: local and global majority votes on 1-bit planes.
+"""Packed-sign voting: local and global majority votes on 1-bit planes.
 
 The two votes of election coding (Sohn, Han, Choi, Moon, "Election Coding for Distributed
 Learning: Protecting SignSGD against Byzantine Attacks", NeurIPS 2020, arXiv:1910.06093):
@@ -26,30 +26,24 @@ planes are ignored.
 
 How the election is computed
 ----------------------------
-:func:`global_majority` never unpacks the votes. It treats the ``n`` planes as ``n`` bit-sliced
-1-bit numbers and adds them with a carry-save adder tree (full adders of five bitwise
-operations each, applied to whole blocks of rows at a time), which yields the per-coordinate
-count as a handful of bit planes; two bit-sliced comparisons with constants turn the count
-into a "+1 wins" plane and a "-1 wins" plane. With abstentions, a vote ``c_i`` is counted as
-``c_i + 1`` in {0, 1, 2}: the sign plane (with abstentions masked out) enters the tree with
-weight 2 and the abstain plane with weight 1, and the sum ``T = sum_i (c_i + 1)`` is compared
-with ``n``.
+:func:`global_majority` has one fast kernel, compiled with numba (a hard dependency) on the
+first election and cached on disk, so that processes that only pack their votes never import
+numba. It makes a single pass per 64-bit word position and never unpacks the votes: the
+``n`` sign words (and abstain words) of a position are loaded once and added bit-sliced in
+registers, with full adders of five bitwise operations, into a counter that starts at a bias
+chosen so that its top bit is "+1 wins" and a tie is one pattern of the other bits; the
+"+1 wins" and "-1 wins" words are then decoded to 64 ``int8`` coordinates through a
+byte-to-eight-lanes table while they are in L1. With abstentions, a vote ``c_i`` is counted
+as ``c_i + 1`` in {0, 1, 2} (the sign bit, with abstentions masked out, with weight 2 and
+the abstain bit with weight 1) and the sum ``T = sum_i (c_i + 1)`` is compared with ``n``.
+The last ``< 8`` bytes of the planes go through the kernel as one zero-padded word, so
+padding bits never count.
 
-Two kernels compute this (``kernel=`` picks one; :data:`KERNEL` is the default):
-
-* ``"numba"`` (when numba is installed; compiled on first use and cached on disk): a single
-  pass per 64-bit word position. The ``n`` sign words (and abstain words) of a position are
-  loaded once and added in registers with full adders into a counter that starts at a bias,
-  chosen so that its top bit is "+1 wins" and a tie is one pattern of the other bits; the two
-  result words are then decoded to 64 ``int8`` coordinates through a byte-to-eight-lanes table
-  while they are in L1. The data is read once and the output written once.
-* ``"numpy"``: the same circuit as whole-array bitwise operations, chunk by chunk (64 KiB of
-  bytes per row) so that the intermediate planes stay in cache, each chunk's result planes
-  decoded with :func:`numpy.unpackbits`; about 54 passes over the chunk for ``n = 15``.
-
-Both handle the padding bits and odd lengths alike (the compiled kernel runs the last
-``< 8`` bytes as one zero-padded word) and give identical results. ``threads=`` splits the
-work over worker threads (both kernels release the GIL); the result does not depend on it.
+The counter has at most nine bits, so the kernel counts at most :data:`NUMBA_MAX_VOTES`
+votes. Larger elections, and ``kernel="reference"``, take the plain reference instead: every
+vote unpacked to ``int32`` in {-1, 0, +1}, summed and signed, a block of coordinates at a
+time so that memory stays bounded. It is also the tests' oracle for the kernel; both give
+identical results. :func:`packed_agreement` has the same two kernels.
 
 Numpy and torch inputs are both accepted; torch is never imported by this module unless a
 torch tensor is passed in, and torch input gives torch output.
@@ -57,12 +51,10 @@ torch tensor is passed in, and torch input gives torch output.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import types
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -72,11 +64,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "DEFAULT_THREADS",
-    "KERNEL",
     "NUMBA_MAX_VOTES",
     "global_majority",
-    "global_majority_packed",
     "local_majority",
     "pack_signs",
     "packed_agreement",
@@ -85,50 +74,20 @@ __all__ = [
 
 Int8Array = npt.NDArray[np.int8]
 UInt8Array = npt.NDArray[np.uint8]
-AbstainPlanes = "npt.NDArray[np.uint8] | torch.Tensor | Sequence[npt.NDArray[np.uint8] | None]"
 
-# Bytes per row processed at once by the adder tree. Each numpy call costs ~1-2 us of Python
-# and dispatch overhead, so calls must carry tens of KiB; with n = 15 voters the tree keeps
-# ~20 rows of this width alive (~1.3 MiB), which lives in L3 rather than L2. Measured on the
-# 2-core development machine, 64 KiB beat 8-32 KiB (call overhead) and 128-256 KiB (cache).
-_CHUNK_BYTES = 64 * 1024
 # Elements per block when packing / unpacking / summing full-length vectors.
 _PACK_BLOCK = 1 << 18
 # Result bytes decoded per np.unpackbits call: its 64 KiB output stays below glibc's mmap
-# threshold, so the temporaries are recycled instead of page-faulted in every call. (A gather
-# from a 65536-entry table indexed by the (+1, -1) byte pair measured slower: interleaving the
-# two planes into uint16 codes costs more than the second unpack.)
+# threshold, so the temporaries are recycled instead of page-faulted in every call.
 _DECODE_BLOCK = 8 * 1024
-
-#: Default number of threads of :func:`global_majority`. One: on the shared 2-core
-#: development machine two threads measured no faster (the cores were busy with other work,
-#: as they are with Flower clients beside the server); pass ``threads=`` to use more.
-DEFAULT_THREADS = 1
-#: Kernel of :func:`global_majority` and friends when ``kernel=None``: ``"numba"`` (the
-#: compiled single-pass kernel) when numba is installed, else ``"numpy"`` (the adder tree).
-#: Numba itself is imported on the first election only; if that import fails, this flag
-#: falls back to ``"numpy"``.
-KERNEL = "numba" if importlib.util.find_spec("numba") is not None else "numpy"
-_POOL: ThreadPoolExecutor | None = None
-_POOL_SIZE = 0
-_POOL_LOCK = threading.Lock()
-
-# Kinds of operand in a compiled adder-tree program.
-_VOTES = 0  # the caller's sign planes (read only)
-_ABSTAIN = 1  # the caller's abstain planes, or a staging copy of them (read only)
-_COLUMN = 2  # the owned buffer of one column (weight 2**index) of the tree
-_TEMP = 3  # scratch rows
-_POSITIVE = 4  # the "+1 wins" result plane
-_NEGATIVE = 5  # the "-1 wins" result plane
-
-# An operand: (kind, column index, first row, last row + 1); last row -1 selects a single
-# row as a 1-D view (the result planes are 1-D).
-_Ref = tuple[int, int, int, int]
-# An operation: (ufunc, or None for a copy; first input, or a fill byte for a copy; second
-# input or None; output).
-_Op = tuple[Any, Any, Any, Any]
-
-
+# Plane bytes per block of the reference kernels: 2**18 coordinates, so each voter's
+# unpacked block and the running sum take 1 MiB each, whatever n and count.
+_REFERENCE_BLOCK_BYTES = 1 << 15
+# Words per chunk of abstain planes passed one by one, copied into a staging matrix (n rows
+# of 64 KiB) that the compiled kernel reads from cache.
+_STAGING_WORDS = 8 * 1024
+# Accepted values of ``kernel=`` (``None`` means the first).
+_KERNELS = ("numba", "reference")
 # --------------------------------------------------------------------------- helpers
 
 
@@ -193,33 +152,20 @@ def _check_plane(plane: object, count: int, name: str) -> UInt8Array:
     return array
 
 
-def _decode_into(
-    positive: UInt8Array,
-    negative: UInt8Array | None,
-    out: npt.NDArray[np.uint8],
-) -> None:
-    """Write ``+1 -> 0x01``, ``-1 -> 0xFF`` (int8 -1), tie ``-> 0`` for 8 coordinates per byte.
+def _decode_planes(positive: UInt8Array, negative: UInt8Array, count: int) -> Int8Array:
+    """Decode a "+1" plane and a disjoint "-1" plane into an ``int8`` vector of length count.
 
-    ``negative`` None means "-1 wins wherever +1 does not" (no tie is possible). Works in
-    blocks of ``_DECODE_BLOCK`` bytes; ``out`` has ``8 * len(positive)`` bytes.
+    Works in blocks of ``_DECODE_BLOCK`` bytes; the 0/1 bytes subtract in ``uint8``, wrapping
+    -1 to 0xFF.
     """
+    out = np.empty(8 * positive.shape[0], dtype=np.uint8)
     for low in range(0, positive.shape[0], _DECODE_BLOCK):
         high = min(positive.shape[0], low + _DECODE_BLOCK)
-        block = out[8 * low : 8 * high]
-        wins = np.unpackbits(positive[low:high])
-        if negative is None:
-            # 2 * wins - 1 spares unpacking a second plane.
-            np.add(wins, wins, block)
-            np.subtract(block, 1, block)
-        else:
-            # The 0/1 bytes subtract in uint8, wrapping -1 to 0xFF.
-            np.subtract(wins, np.unpackbits(negative[low:high]), block)
-
-
-def _decode_planes(positive: UInt8Array, negative: UInt8Array, count: int) -> Int8Array:
-    """Decode a "+1" plane and a disjoint "-1" plane into an ``int8`` vector of length count."""
-    out = np.empty(8 * _num_bytes(count), dtype=np.uint8)
-    _decode_into(positive, negative, out)
+        np.subtract(
+            np.unpackbits(positive[low:high]),
+            np.unpackbits(negative[low:high]),
+            out[8 * low : 8 * high],
+        )
     return out.view(np.int8)[:count]
 
 
@@ -471,250 +417,16 @@ def local_majority(signs: npt.NDArray[Any] | torch.Tensor) -> Int8Array | torch.
     return vote
 
 
-# --------------------------------------------------------------------------- adder tree
+# --------------------------------------------------------------------------- election inputs
 
 
-class _TreeProgram:
-    """A compiled bit-sliced circuit: adder tree plus threshold comparisons, per chunk.
-
-    The circuit is generated once per call from the number of votes and which of them carry
-    an abstain plane; it is then replayed on every chunk of bytes. Columns of the tree are
-    numbered by weight (column ``w`` holds bits of weight ``2**w``); each owns a buffer of
-    rows, and full adders consume rows from the front of a column and write their sums in
-    place, so the live rows of a column always stay contiguous and a whole block of full
-    adders is five numpy calls.
-    """
-
-    def __init__(self, num_votes: int, abstain_rows: list[int] | None) -> None:
-        self.ops: list[_Op] = []
-        self.column_rows: dict[int, int] = {}
-        self.temp_rows = 0
-        self.abstain_rows = abstain_rows
-        if abstain_rows is None:
-            # Plain votes: T = number of +1 votes, compared with n / 2.
-            max_value = num_votes
-            inputs = {0: (_VOTES, 0, num_votes)}
-            positive_at_least = num_votes // 2 + 1
-            negative_below = (num_votes + 1) // 2
-        else:
-            # T = sum (c_i + 1) = 2 * #(+1) + #(0) in [0, 2n], compared with n.
-            max_value = 2 * num_votes
-            inputs = {0: (_ABSTAIN, 0, len(abstain_rows))} if abstain_rows else {}
-            self._emit_masked_signs(num_votes, abstain_rows)
-            positive_at_least = num_votes + 1
-            negative_below = num_votes
-        self.num_bits = max_value.bit_length()
-        self.fill = dict.fromkeys(range(self.num_bits + 1), 0)
-        if abstain_rows is not None:
-            self.fill[1] = num_votes
-        # The comparisons only read the bits from the lowest set bit of a threshold upwards;
-        # the final sums of the columns below are never computed.
-        self.first_needed_bit = (
-            min(
-                (t & -t).bit_length() - 1
-                for t in (positive_at_least, negative_below)
-                if 0 < t < 1 << self.num_bits
-            )
-            if self.num_bits
-            else 0
-        )
-        # True when "-1 wins" is exactly "+1 does not win" (odd n, nobody abstains).
-        self.negative_is_complement = negative_below == positive_at_least
-        bits = self._emit_tree(inputs)
-        self._emit_at_least(bits, positive_at_least, (_POSITIVE, 0, 0, -1))
-        if negative_below == positive_at_least:
-            self.ops.append((np.invert, (_POSITIVE, 0, 0, -1), None, (_NEGATIVE, 0, 0, -1)))
-        else:
-            self._emit_at_least(bits, negative_below, (_NEGATIVE, 0, 0, -1))
-            self.ops.append((np.invert, (_NEGATIVE, 0, 0, -1), None, (_NEGATIVE, 0, 0, -1)))
-
-    def _column(self, column: int, start: int, stop: int) -> _Ref:
-        self.column_rows[column] = max(self.column_rows.get(column, 0), stop)
-        return (_COLUMN, column, start, stop)
-
-    def _temp(self, rows: int) -> _Ref:
-        self.temp_rows = max(self.temp_rows, rows)
-        return (_TEMP, 0, 0, rows)
-
-    def _emit_masked_signs(self, num_votes: int, abstain_rows: list[int]) -> None:
-        """Put ``s_i AND NOT a_i`` (a +1 vote) of every voter into column 1 (weight 2)."""
-        has_plane = set(abstain_rows)
-        if len(abstain_rows) == num_votes and abstain_rows == list(range(num_votes)):
-            votes = (_VOTES, 0, 0, num_votes)
-            planes = (_ABSTAIN, 0, 0, num_votes)
-            masked = self._column(1, 0, num_votes)
-            # s & ~a == s ^ (s & a): two calls for all voters at once.
-            self.ops.append((np.bitwise_and, votes, planes, masked))
-            self.ops.append((np.bitwise_xor, votes, masked, masked))
-            return
-        row_of_plane = {voter: row for row, voter in enumerate(abstain_rows)}
-        for voter in range(num_votes):
-            vote = (_VOTES, 0, voter, voter + 1)
-            masked = self._column(1, voter, voter + 1)
-            if voter in has_plane:
-                plane = (_ABSTAIN, 0, row_of_plane[voter], row_of_plane[voter] + 1)
-                self.ops.append((np.bitwise_and, vote, plane, masked))
-                self.ops.append((np.bitwise_xor, vote, masked, masked))
-            else:
-                self.ops.append((None, vote, None, masked))
-
-    def _emit_carry_target(self, column: int, rows: int) -> _Ref | None:
-        """Reserve ``rows`` carry rows in ``column``, or None when that column is always 0."""
-        if column >= self.num_bits:
-            return None
-        start = self.fill[column]
-        self.fill[column] = start + rows
-        return self._column(column, start, start + rows)
-
-    def _emit_tree(self, inputs: dict[int, tuple[int, int, int]]) -> list[_Ref | None]:
-        """Emit the carry-save adder tree and return the final bit of every column."""
-        bits: list[_Ref | None] = []
-        for column in range(self.num_bits):
-            low, high = 0, self.fill[column]
-            if column in inputs:
-                kind, first, last = inputs[column]
-                low, high = self._emit_first_step(column, kind, first, last)
-            while high - low >= 3:
-                step = (high - low) // 3
-                a = self._column(column, low, low + step)
-                b = self._column(column, low + step, low + 2 * step)
-                c = self._column(column, low + 2 * step, low + 3 * step)
-                t = self._temp(step)
-                carry = self._emit_carry_target(column + 1, step)
-                self.ops.append((np.bitwise_xor, a, b, t))
-                if carry is not None:
-                    # a & b goes into b's rows, (a ^ b) & c into a's rows, both then dead.
-                    self.ops.append((np.bitwise_and, a, b, b))
-                    self.ops.append((np.bitwise_and, t, c, a))
-                    self.ops.append((np.bitwise_or, a, b, carry))
-                if step > 1 or high - low > 3 or column >= self.first_needed_bit:
-                    self.ops.append((np.bitwise_xor, t, c, c))
-                low += 2 * step
-            if high - low == 2:
-                a = self._column(column, low, low + 1)
-                b = self._column(column, low + 1, low + 2)
-                carry = self._emit_carry_target(column + 1, 1)
-                if carry is not None:
-                    self.ops.append((np.bitwise_and, a, b, carry))
-                if column >= self.first_needed_bit:
-                    self.ops.append((np.bitwise_xor, a, b, b))
-                low += 1
-            bits.append((_COLUMN, column, low, -1) if high - low == 1 else None)
-        return bits
-
-    def _emit_first_step(self, column: int, kind: int, first: int, last: int) -> tuple[int, int]:
-        """Reduce read-only input rows into the owned buffer of ``column``.
-
-        Returns the live row range of the column buffer afterwards.
-        """
-        rows = last - first
-        own = self.fill[column]  # rows already owned by the column (none in practice)
-        if rows == 0:
-            return 0, own
-        if rows == 1:
-            self.ops.append(
-                (None, (kind, 0, first, last), None, self._column(column, own, own + 1))
-            )
-            return 0, own + 1
-        if rows == 2:
-            a, b = (kind, 0, first, first + 1), (kind, 0, first + 1, last)
-            carry = self._emit_carry_target(column + 1, 1)
-            if carry is not None:
-                self.ops.append((np.bitwise_and, a, b, carry))
-            self.ops.append((np.bitwise_xor, a, b, self._column(column, own, own + 1)))
-            return 0, own + 1
-        step, rest = divmod(rows, 3)
-        a = (kind, 0, first, first + step)
-        b = (kind, 0, first + step, first + 2 * step)
-        c = (kind, 0, first + 2 * step, first + 3 * step)
-        t = self._temp(step)
-        sums = self._column(column, own + rest, own + rest + step)
-        carry = self._emit_carry_target(column + 1, step)
-        self.ops.append((np.bitwise_xor, a, b, t))
-        if carry is not None:
-            self.ops.append((np.bitwise_and, a, b, carry))
-        self.ops.append((np.bitwise_xor, t, c, sums))
-        if carry is not None:
-            self.ops.append((np.bitwise_and, t, c, t))
-            self.ops.append((np.bitwise_or, carry, t, carry))
-        if rest:
-            leftover = (kind, 0, first + 3 * step, last)
-            self.ops.append((None, leftover, None, self._column(column, own, own + rest)))
-        return 0, own + rest + step
-
-    def _emit_at_least(self, bits: list[_Ref | None], threshold: int, out: _Ref) -> None:
-        """Emit ``out = (T >= threshold)`` for the bit-sliced number ``T`` in ``bits``."""
-        if threshold <= 0:
-            self.ops.append((None, np.uint8(0xFF), None, out))
-            return
-        if threshold >= 1 << len(bits):
-            self.ops.append((None, np.uint8(0), None, out))
-            return
-        # Scan from the lowest set bit of the threshold upwards; "state" is the comparison of
-        # the low bits: None = all zero, otherwise a row (the output once written).
-        lowest = (threshold & -threshold).bit_length() - 1
-        state: _Ref | None = bits[lowest]
-        for position in range(lowest + 1, len(bits)):
-            bit = bits[position]
-            if threshold >> position & 1:
-                if bit is None or state is None:
-                    state = None
-                else:
-                    self.ops.append((np.bitwise_and, bit, state, out))
-                    state = out
-            elif bit is not None:
-                if state is None:
-                    state = bit
-                else:
-                    self.ops.append((np.bitwise_or, bit, state, out))
-                    state = out
-        if state is None:
-            self.ops.append((None, np.uint8(0), None, out))
-        elif state != out:
-            self.ops.append((None, state, None, out))
-
-    def bind(
-        self,
-        width: int,
-        columns: dict[int, UInt8Array],
-        temp: UInt8Array,
-        staging: UInt8Array | None,
-        elected: UInt8Array,
-    ) -> tuple[list[_Op], list[tuple[int, int, int]]]:
-        """Resolve the program's operands for chunks of ``width`` bytes.
-
-        Operands in the module's own buffers become array views once; operands in the
-        caller's arrays and the result planes change with every chunk and become indices
-        into the list of per-chunk views described by the second return value.
-        """
-        chunk_refs: list[tuple[int, int, int]] = []
-        slots: dict[tuple[int, int, int], int] = {}
-
-        def resolve(ref: Any) -> Any:
-            if not isinstance(ref, tuple):
-                return ref  # a fill value or None
-            kind, column, first, last = ref
-            if kind == _COLUMN:
-                base = columns[column][:, :width]
-            elif kind == _TEMP:
-                base = temp[:, :width]
-            elif kind == _ABSTAIN and staging is not None:
-                base = staging[:, :width]
-            elif kind == _POSITIVE or kind == _NEGATIVE:
-                return elected[kind - _POSITIVE, :width]
-            else:
-                key = (kind, first, last)
-                if key not in slots:
-                    slots[key] = len(chunk_refs)
-                    chunk_refs.append(key)
-                return slots[key]
-            return base[first] if last < 0 else base[first:last]
-
-        ops = [
-            (function, resolve(left), resolve(right), resolve(out))
-            for function, left, right, out in self.ops
-        ]
-        return ops, chunk_refs
+def _check_kernel(kernel: object) -> str:
+    """Return the kernel name for ``kernel=`` (``None`` is ``"numba"``)."""
+    if kernel is None:
+        return _KERNELS[0]
+    if not isinstance(kernel, str) or kernel not in _KERNELS:
+        raise ValueError(f"kernel must be None, 'numba' or 'reference', got {kernel!r}")
+    return kernel
 
 
 def _as_vote_matrix(packed_votes: object, count: int) -> UInt8Array:
@@ -739,15 +451,15 @@ def _as_vote_matrix(packed_votes: object, count: int) -> UInt8Array:
 
 def _as_abstain(
     abstain: object, num_votes: int, count: int
-) -> tuple[UInt8Array | None, list[UInt8Array], list[int] | None]:
-    """Normalise the abstain argument.
+) -> tuple[UInt8Array | None, list[UInt8Array | None] | None]:
+    """Validate the abstain argument.
 
-    Returns ``(matrix, planes, rows)``: a 2-D matrix when every voter has a plane given as one
-    array, otherwise the list of given 1-D planes; ``rows`` lists the voters with a plane
-    (None when no voter has one).
+    Returns ``(matrix, planes)``: ``planes`` holds one plane (or ``None``) per voter, or is
+    ``None`` itself when no voter sends a plane; ``matrix`` is the 2-D array when the planes
+    were given as one.
     """
     if abstain is None:
-        return None, [], None
+        return None, None
     num_bytes = _num_bytes(count)
     if isinstance(abstain, np.ndarray) or _is_torch_tensor(abstain):
         matrix = _plane_to_numpy(abstain, "abstain")
@@ -758,7 +470,7 @@ def _as_abstain(
             )
         if matrix.strides[1] != 1:
             matrix = np.ascontiguousarray(matrix)
-        return matrix, [], list(range(num_votes))
+        return matrix, list(matrix)
     if isinstance(abstain, (str, bytes)) or not isinstance(abstain, Sequence):
         raise ValueError(
             "abstain must be None, a uint8 array shaped like packed_votes, or a sequence of "
@@ -766,199 +478,62 @@ def _as_abstain(
         )
     if len(abstain) != num_votes:
         raise ValueError(f"abstain has {len(abstain)} entries, but there are {num_votes} votes")
-    planes: list[UInt8Array] = []
-    rows: list[int] = []
-    for voter, plane in enumerate(abstain):
-        if plane is None:
-            continue
-        planes.append(_check_plane(plane, count, f"abstain[{voter}]"))
-        rows.append(voter)
-    return None, planes, (rows or None)
+    planes: list[UInt8Array | None] = [
+        None if plane is None else _check_plane(plane, count, f"abstain[{voter}]")
+        for voter, plane in enumerate(abstain)
+    ]
+    return None, (planes if any(plane is not None for plane in planes) else None)
 
 
-def global_majority_packed(
-    packed_votes: UInt8Array | torch.Tensor,
-    count: int,
-    abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
-    *,
-    threads: int | None = None,
-    kernel: str | None = None,
-) -> tuple[UInt8Array, UInt8Array]:
-    """Elect the global majority and return it as two packed planes.
-
-    Parameters
-    ----------
-    packed_votes : numpy.ndarray or torch.Tensor
-        ``(n, ceil(count / 8))`` ``uint8`` sign planes of the ``n >= 1`` voters.
-    count : int
-        Number of coordinates, ``>= 0``.
-    abstain : numpy.ndarray or torch.Tensor or sequence or None (default: None)
-        Abstain planes: an array shaped like ``packed_votes``, or one entry per voter that is
-        a 1-D plane or ``None`` (no abstention), or ``None`` for nobody abstaining.
-    threads : int or None (default: None)
-        Worker threads (both kernels release the GIL); ``None`` uses
-        :data:`DEFAULT_THREADS`. The result does not depend on it.
-    kernel : {"numba", "numpy"} or None (default: None)
-        ``"numba"``: the compiled single-pass kernel (needs numba; elections of more than
-        :data:`NUMBA_MAX_VOTES` votes still take the numpy tree); ``"numpy"``: the numpy
-        adder tree; ``None``: :data:`KERNEL`. The result does not depend on it.
-
-    Returns
-    -------
-    tuple of numpy.ndarray
-        ``(positive, negative)``: ``uint8`` planes of ``ceil(count / 8)`` bytes, bit set where
-        ``+1`` (respectively ``-1``) wins strictly; neither bit is set on a tie; padding bits
-        are 0.
-
-    Raises
-    ------
-    ValueError
-        On a wrong dtype, shape or count, when there is no vote, on an unknown ``kernel``
-        or on ``kernel="numba"`` without numba.
-    """
-    result, _ = _elect(packed_votes, count, abstain, decode=False, threads=threads, kernel=kernel)
-    assert result is not None
-    return result[0], result[1]
+# --------------------------------------------------------------------------- reference kernel
 
 
-def _thread_count(threads: int | None, num_chunks: int) -> int:
-    """Return how many threads to use for ``num_chunks`` chunks."""
-    if threads is None:
-        threads = DEFAULT_THREADS
-    elif isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
-    # A thread needs a few chunks of work to pay for its hand-off.
-    return max(1, min(threads, num_chunks // 4))
+def _unpack_vote(
+    signs: UInt8Array, abstain: UInt8Array | None, width: int
+) -> npt.NDArray[np.int32]:
+    """Return the first ``width`` coordinates of a packed vote as ``int32`` in {-1, 0, +1}."""
+    vote = 2 * np.unpackbits(signs, count=width).astype(np.int32) - 1
+    if abstain is not None:
+        vote *= 1 - np.unpackbits(abstain, count=width)  # 0 where the abstain bit is set
+    return vote
 
 
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """Return the module's shared thread pool, grown to at least ``workers`` threads."""
-    global _POOL, _POOL_SIZE
-    with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < workers:
-            if _POOL is not None:
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fl-election-vote")
-            _POOL_SIZE = workers
-        return _POOL
+def _reference_majority(
+    votes: UInt8Array, abstain: list[UInt8Array | None] | None, count: int
+) -> Int8Array:
+    """Elect ``sign(sum_i c_i)`` by unpacking every vote, block by block of coordinates."""
+    elected = np.empty(count, dtype=np.int8)
+    for low in range(0, votes.shape[1], _REFERENCE_BLOCK_BYTES):
+        high = min(votes.shape[1], low + _REFERENCE_BLOCK_BYTES)
+        width = min(count, 8 * high) - 8 * low
+        total = np.zeros(width, dtype=np.int32)
+        for voter in range(votes.shape[0]):
+            plane = None if abstain is None else abstain[voter]
+            total += _unpack_vote(
+                votes[voter, low:high], None if plane is None else plane[low:high], width
+            )
+        elected[8 * low : 8 * low + width] = np.sign(total)
+    return elected
 
 
-def _elect(
-    packed_votes: object,
-    count: object,
-    abstain: object,
-    *,
-    decode: bool,
-    threads: int | None,
-    kernel: str | None,
-) -> tuple[UInt8Array | None, npt.NDArray[np.uint8] | None]:
-    """Validate the votes and run the compiled kernel or the adder tree chunk by chunk.
-
-    Returns the ``(2, ceil(count / 8))`` result planes, or with ``decode`` instead the
-    elected coordinates as at least ``8 * ceil(count / 8)`` bytes (0xFF = -1).
-    """
-    count = _check_count(count)
-    votes = _as_vote_matrix(packed_votes, count)
-    num_votes, num_bytes = votes.shape
-    matrix, planes, abstain_rows = _as_abstain(abstain, num_votes, count)
-    kernels = _resolve_kernel(kernel, num_votes)
-    if num_bytes == 0:
-        empty = np.empty((2, 0) if not decode else 0, dtype=np.uint8)
-        return (empty, None) if not decode else (None, empty)
-    chunk = min(_CHUNK_BYTES, num_bytes)
-    num_chunks = -(-num_bytes // chunk)
-    workers = _thread_count(threads, num_chunks)
-    if kernels is not None:
-        result, decoded = _elect_compiled(
-            kernels, votes, matrix, planes, abstain_rows, decode, workers
-        )
-        if result is not None:
-            result[:, -1] &= _padding_mask(count)
-        return result, decoded
-    result = np.empty((2, num_bytes), dtype=np.uint8) if not decode else None
-    decoded = np.empty(8 * num_bytes, dtype=np.uint8) if decode else None
-    program = _TreeProgram(num_votes, abstain_rows)
-    splits = [min(num_bytes, (num_chunks * k // workers) * chunk) for k in range(workers + 1)]
-
-    def run(first_byte: int, last_byte: int) -> None:
-        _run_range(program, votes, matrix, planes, result, decoded, first_byte, last_byte, chunk)
-
-    if workers == 1:
-        run(0, num_bytes)
-    else:
-        pool = _thread_pool(workers)
-        futures = [pool.submit(run, splits[k], splits[k + 1]) for k in range(workers)]
-        for future in futures:
-            future.result()
-    if result is not None:
-        result[:, -1] &= _padding_mask(count)
-    return result, decoded
-
-
-def _run_range(
-    program: _TreeProgram,
-    votes: UInt8Array,
-    matrix: UInt8Array | None,
-    planes: list[UInt8Array],
-    result: UInt8Array | None,
-    decoded: npt.NDArray[np.uint8] | None,
-    first_byte: int,
-    last_byte: int,
-    chunk: int,
-) -> None:
-    """Elect the bytes ``[first_byte, last_byte)`` chunk by chunk, with this thread's buffers.
-
-    Writes the result planes into ``result`` and/or the decoded coordinates into ``decoded``.
-    """
-    columns = {
-        column: np.empty((rows, chunk), dtype=np.uint8)
-        for column, rows in program.column_rows.items()
-    }
-    temp = np.empty((max(program.temp_rows, 1), chunk), dtype=np.uint8)
-    staging = np.empty((len(planes), chunk), dtype=np.uint8) if planes else None
-    elected = np.empty((2, chunk), dtype=np.uint8)
-    callers = {_VOTES: votes, _ABSTAIN: matrix}
-    bound: dict[int, tuple[list[_Op], list[tuple[int, int, int]]]] = {}
-    for start in range(first_byte, last_byte, chunk):
-        stop = min(last_byte, start + chunk)
-        width = stop - start
-        if width not in bound:
-            bound[width] = program.bind(width, columns, temp, staging, elected)
-        ops, chunk_refs = bound[width]
-        if staging is not None:
-            for row, plane in enumerate(planes):
-                np.copyto(staging[row, :width], plane[start:stop])
-        views: list[UInt8Array] = []
-        for kind, first, last in chunk_refs:
-            base = callers[kind]
-            assert base is not None
-            views.append(base[first, start:stop] if last < 0 else base[first:last, start:stop])
-        _execute(ops, views)
-        if result is not None:
-            np.copyto(result[:, start:stop], elected[:, :width])
-        if decoded is not None:
-            # Decode while the chunk's result bytes are still in cache.
-            negative = None if program.negative_is_complement else elected[1, :width]
-            _decode_into(elected[0, :width], negative, decoded[8 * start : 8 * stop])
-
-
-def _execute(ops: list[_Op], views: list[UInt8Array]) -> None:
-    """Replay a bound program on one chunk; integer operands index the chunk's ``views``."""
-    for function, left, right, out in ops:
-        # Positional ``out`` and no per-op slicing: most calls work on one 8-32 KiB row, so
-        # the Python-side cost per call matters as much as the bitwise work.
-        if left.__class__ is int:
-            left = views[left]
-        if out.__class__ is int:
-            out = views[out]
-        if function is None:
-            np.copyto(out, left)
-        elif right is None:
-            function(left, out)
-        else:
-            if right.__class__ is int:
-                right = views[right]
-            function(left, right, out)
+def _reference_agreement(
+    votes: UInt8Array, abstain: list[UInt8Array | None] | None, result: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """Return per voter the fraction of coordinates where its unpacked vote equals ``result``."""
+    count = result.shape[0]
+    agree = np.zeros(votes.shape[0], dtype=np.int64)
+    for low in range(0, votes.shape[1], _REFERENCE_BLOCK_BYTES):
+        high = min(votes.shape[1], low + _REFERENCE_BLOCK_BYTES)
+        width = min(count, 8 * high) - 8 * low
+        expected = result[8 * low : 8 * low + width]
+        for voter in range(votes.shape[0]):
+            plane = None if abstain is None else abstain[voter]
+            vote = _unpack_vote(
+                votes[voter, low:high], None if plane is None else plane[low:high], width
+            )
+            agree[voter] += np.count_nonzero(vote == expected)
+    fractions: npt.NDArray[np.float64] = agree / count
+    return fractions
 
 
 # --------------------------------------------------------------------------- compiled kernel
@@ -971,7 +546,7 @@ def _execute(ops: list[_Op], views: list[UInt8Array]) -> None:
 # constants are uint64: numba turns a mix of uint64 and int64 operands into float64.
 
 #: Most votes the compiled kernel counts (with abstentions ``T <= 2n`` must fit in nine bits);
-#: larger elections use the numpy adder tree.
+#: larger elections take the reference kernel.
 NUMBA_MAX_VOTES = 255
 # Counter bits of the compiled kernels: numba freezes this global at compile time, and
 # :func:`_numba_kernels` compiles every kernel twice, with 5 bits (up to 31 votes, or 15 with
@@ -982,7 +557,6 @@ _NB_WIDTHS = (5, 9)
 # while they are still in L1.
 _NUMBA_BLOCK_WORDS = 256
 _U64_ALL = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
-_U64_FF = np.uint64(0xFF)
 _U64_SHIFT_1 = np.uint64(1)
 _U64_SHIFT_2 = np.uint64(2)
 _U64_SHIFT_4 = np.uint64(4)
@@ -1102,42 +676,33 @@ def _nb_decide(
     return top, ~(top | below)
 
 
-def _nb_finish_block(
+def _nb_decode_block(
     positive_bytes: Any,
     negative_bytes: Any,
     num_words: int,
     out_word: int,
-    positive_out: Any,
-    negative_out: Any,
     decoded_out: Any,
     complement: bool,
     table: Any,
 ) -> None:
-    """Store one block's result words and/or decode them (8 coordinates per plane byte).
+    """Decode one block's result words into ``decoded_out`` (8 coordinates per plane byte).
 
     ``table[0]`` / ``table[1]`` map a "+1 wins" / "-1 wins" byte to eight int8 lanes of 1 /
     -1 (0xFF) in coordinate order; ``table[2]`` maps a byte of a tie-free result straight to
-    the eight +-1 lanes.
+    the eight +-1 lanes. The block's first word is word ``out_word`` of the output.
     """
-    positive_words = positive_bytes.view(np.uint64)
-    negative_words = negative_bytes.view(np.uint64)
-    if positive_out.shape[0] > 0:
-        for word in range(num_words):
-            positive_out[out_word + word] = positive_words[word]
-            negative_out[out_word + word] = negative_words[word]
-    if decoded_out.shape[0] > 0:
-        # Unsigned indices spare numba's negative-index wraparound on every access.
-        base = np.uint64(8 * out_word)
-        if complement:
-            for index in range(8 * num_words):
-                byte = np.uint64(index)
-                decoded_out[base + byte] = table[2, positive_bytes[byte]]
-        else:
-            for index in range(8 * num_words):
-                byte = np.uint64(index)
-                decoded_out[base + byte] = (
-                    table[0, positive_bytes[byte]] | table[1, negative_bytes[byte]]
-                )
+    # Unsigned indices spare numba's negative-index wraparound on every access.
+    base = np.uint64(8 * out_word)
+    if complement:
+        for index in range(8 * num_words):
+            byte = np.uint64(index)
+            decoded_out[base + byte] = table[2, positive_bytes[byte]]
+    else:
+        for index in range(8 * num_words):
+            byte = np.uint64(index)
+            decoded_out[base + byte] = (
+                table[0, positive_bytes[byte]] | table[1, negative_bytes[byte]]
+            )
 
 
 def _nb_vote_plain(
@@ -1146,8 +711,6 @@ def _nb_vote_plain(
     last: int,
     bias: int,
     complement: bool,
-    positive_out: Any,
-    negative_out: Any,
     decoded_out: Any,
     table: Any,
 ) -> None:
@@ -1155,9 +718,8 @@ def _nb_vote_plain(
 
     ``T`` is the number of +1 votes, counted from ``bias`` in a counter of ``_NB_WIDTH`` bits
     (a compile-time constant, see :func:`_nb_decide`); ``complement`` says that "-1 wins" is
-    "+1 does not win" (odd n). The outputs are indexed from ``first``: result words
-    (``positive_out`` / ``negative_out``, empty to skip) and decoded words
-    (``decoded_out``, 8 per plane word, empty to skip).
+    "+1 does not win" (odd n). The elected coordinates go to ``decoded_out`` (uint64, 8 words
+    of int8 lanes per plane word), indexed from ``first``.
     """
     # Unsigned indices spare numba's negative-index wraparound on every load.
     num_votes = np.uint64(votes.shape[0])
@@ -1197,13 +759,11 @@ def _nb_vote_plain(
             )
             positive_words[word_index - block] = positive
             negative_words[word_index - block] = negative
-        _nb_finish_block(
+        _nb_decode_block(
             positive_bytes,
             negative_bytes,
             block_end - block,
             block - first,
-            positive_out,
-            negative_out,
             decoded_out,
             complement,
             table,
@@ -1217,8 +777,6 @@ def _nb_vote_abstain(
     first: int,
     last: int,
     bias: int,
-    positive_out: Any,
-    negative_out: Any,
     decoded_out: Any,
     table: Any,
 ) -> None:
@@ -1272,13 +830,11 @@ def _nb_vote_abstain(
             positive, negative = _nb_decide(c0, c1, c2, c3, c4, c5, c6, c7, c8, _NB_WIDTH, False)
             positive_words[word_index - block] = positive
             negative_words[word_index - block] = negative
-        _nb_finish_block(
+        _nb_decode_block(
             positive_bytes,
             negative_bytes,
             block_end - block,
             block - first,
-            positive_out,
-            negative_out,
             decoded_out,
             False,
             table,
@@ -1321,7 +877,7 @@ _NUMBA_HELPERS = (
     "_nb_add_at",
     "_nb_bias",
     "_nb_decide",
-    "_nb_finish_block",
+    "_nb_decode_block",
     "_nb_popcount",
 )
 _NUMBA_ENTRIES = ("_nb_vote_plain", "_nb_vote_abstain", "_nb_agreement")
@@ -1330,7 +886,7 @@ _NUMBA_LOCK = threading.Lock()
 
 
 def _decode_table() -> npt.NDArray[np.uint64]:
-    """Return the ``(3, 256)`` byte-to-eight-lanes table of :func:`_nb_finish_block`."""
+    """Return the ``(3, 256)`` byte-to-eight-lanes table of :func:`_nb_decode_block`."""
     bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1)  # MSB first
     positive = bits.astype(np.uint8)
     negative = (bits * 0xFF).astype(np.uint8)
@@ -1340,24 +896,19 @@ def _decode_table() -> npt.NDArray[np.uint64]:
     return np.ascontiguousarray(lanes).view("<u8").reshape(3, 256).astype(np.uint64)
 
 
-def _numba_kernels() -> dict[str, Any] | None:
+def _numba_kernels() -> dict[str, Any]:
     """Return the compiled kernels, compiling-on-demand wrappers built on first call.
 
-    Returns None (and sets :data:`KERNEL` to ``"numpy"``) when numba cannot be imported.
     The functions are rebuilt over a private globals dictionary in which the helpers are
     numba dispatchers, so the module's own ``_nb_*`` functions stay plain Python.
     """
-    global KERNEL
     with _NUMBA_LOCK:
-        if "ready" in _NUMBA_STATE:
-            return _NUMBA_STATE if _NUMBA_STATE["ready"] else None
-        try:
-            import numba
-        except Exception:  # noqa: BLE001 - any import failure means "no compiled kernel"
-            _NUMBA_STATE["ready"] = False
-            KERNEL = "numpy"
-            return None
+        if _NUMBA_STATE:
+            return _NUMBA_STATE
+        import numba
+
         helpers: dict[str, Any] = {}
+        kernels: dict[str, Any] = {}
         for width in _NB_WIDTHS:
             namespace = {**globals(), **helpers, "_NB_WIDTH": width}
             for name in _NUMBA_HELPERS + _NUMBA_ENTRIES:
@@ -1374,32 +925,10 @@ def _numba_kernels() -> dict[str, Any] | None:
                     namespace[name] = helpers[name]
                 else:
                     function.__qualname__ += f"_width{width}"
-                    _NUMBA_STATE[f"{name}_width{width}"] = numba.njit(cache=True, nogil=True)(
-                        function
-                    )
-        _NUMBA_STATE["table"] = _decode_table()
-        _NUMBA_STATE["ready"] = True
+                    kernels[f"{name}_width{width}"] = numba.njit(cache=True, nogil=True)(function)
+        kernels["table"] = _decode_table()
+        _NUMBA_STATE.update(kernels)
         return _NUMBA_STATE
-
-
-def _resolve_kernel(kernel: str | None, num_votes: int) -> dict[str, Any] | None:
-    """Return the compiled kernels to use for ``num_votes`` votes, or None for numpy.
-
-    ``None`` follows :data:`KERNEL` (and falls back to numpy when numba turns out not to
-    import); an explicit ``"numba"`` without numba raises. The compiled kernel counts at most
-    :data:`NUMBA_MAX_VOTES` votes; larger elections take the numpy adder tree either way.
-    """
-    explicit = kernel is not None
-    if kernel is None:
-        kernel = KERNEL
-    elif kernel not in ("numba", "numpy"):
-        raise ValueError(f"kernel must be None, 'numba' or 'numpy', got {kernel!r}")
-    if kernel == "numpy":
-        return None
-    kernels = _numba_kernels()
-    if kernels is None and explicit:
-        raise ValueError("kernel='numba' needs numba, which cannot be imported here")
-    return kernels if num_votes <= NUMBA_MAX_VOTES else None
 
 
 def _as_words(plane_bytes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -1419,34 +948,21 @@ def _padded_tail(
 
 
 def _elect_compiled(
-    kernels: dict[str, Any],
-    votes: UInt8Array,
-    matrix: UInt8Array | None,
-    planes: list[UInt8Array],
-    abstain_rows: list[int] | None,
-    decode: bool,
-    workers: int,
-) -> tuple[UInt8Array | None, npt.NDArray[np.uint8] | None]:
-    """Run the compiled kernel; returns what :func:`_elect` returns (before masking).
+    votes: UInt8Array, matrix: UInt8Array | None, abstain: list[UInt8Array | None] | None
+) -> Int8Array:
+    """Run the compiled kernel over validated planes of ``n <= NUMBA_MAX_VOTES`` voters.
 
-    The result planes are allocated padded to whole words (their views are returned); the
-    last ``< 8`` bytes of the planes go through the kernel as one zero-padded word, so the
-    padding is handled exactly as in the numpy kernel.
+    ``abstain`` holds the abstain plane (or None) of every voter; ``matrix`` is the same
+    planes as one array when they were given as one. Returns the elected coordinates padded
+    to whole words (``64 * ceil(bytes / 8)``); the last ``< 8`` bytes of the planes go
+    through the kernel as one zero-padded word.
     """
+    kernels = _numba_kernels()
     num_votes, num_bytes = votes.shape
     full_words, tail_bytes = divmod(num_bytes, 8)
-    num_words = full_words + (tail_bytes > 0)
-    empty = np.empty(0, dtype=np.uint64)
-    result: UInt8Array | None = None
-    decoded: npt.NDArray[np.uint8] | None = None
-    positive_words = negative_words = decoded_words = empty
-    if decode:
-        decoded = np.empty(64 * num_words, dtype=np.uint8)
-        decoded_words = _as_words(decoded)
-    else:
-        result = np.empty((2, 8 * num_words), dtype=np.uint8)
-        positive_words, negative_words = _as_words(result)
-    if abstain_rows is None:
+    decoded = np.empty(64 * (full_words + (tail_bytes > 0)), dtype=np.uint8)
+    decoded_words = _as_words(decoded)
+    if abstain is None:
         max_count, positive_at_least = num_votes, num_votes // 2 + 1
         complement = num_votes % 2 == 1
     else:
@@ -1471,79 +987,34 @@ def _elect_compiled(
         last: int,
         out_first: int,
     ) -> None:
-        out_last = out_first + last - first
-        positive = positive_words[out_first:out_last] if result is not None else empty
-        negative = negative_words[out_first:out_last] if result is not None else empty
-        elected = decoded_words[8 * out_first : 8 * out_last] if decode else empty
+        out = decoded_words[8 * out_first : 8 * (out_first + last - first)]
         if abstain_words is None:
-            vote_plain(
-                vote_words,
-                first,
-                last,
-                bias,
-                complement,
-                positive,
-                negative,
-                elected,
-                table,
-            )
+            vote_plain(vote_words, first, last, bias, complement, out, table)
         else:
-            vote_abstain(
-                vote_words,
-                abstain_words,
-                abstain_offset,
-                first,
-                last,
-                bias,
-                positive,
-                negative,
-                elected,
-                table,
-            )
-
-    main_votes = _as_words(votes[:, : 8 * full_words])
-    main_matrix = _as_words(matrix[:, : 8 * full_words]) if matrix is not None else None
-    chunk_words = _CHUNK_BYTES // 8
-
-    def run_range(first: int, last: int) -> None:
-        if abstain_rows is None or matrix is not None:
-            run(main_votes, main_matrix, 0, first, last, first)
-            return
-        # Abstain planes given one by one: copy a chunk of them at a time into a staging
-        # matrix (rows of voters without a plane stay 0) that the kernel reads from cache.
-        staging = np.zeros((num_votes, chunk_words), dtype=np.uint64)
-        staging_bytes = staging.view(np.uint8)
-        for start in range(first, last, chunk_words):
-            stop = min(last, start + chunk_words)
-            for row, plane in zip(abstain_rows, planes, strict=True):
-                np.copyto(staging_bytes[row, : 8 * (stop - start)], plane[8 * start : 8 * stop])
-            run(main_votes, staging, start, start, stop, start)
+            vote_abstain(vote_words, abstain_words, abstain_offset, first, last, bias, out, table)
 
     if full_words:
-        splits = [full_words * k // workers for k in range(workers + 1)]
-        if workers == 1:
-            run_range(0, full_words)
+        main_votes = _as_words(votes[:, : 8 * full_words])
+        if abstain is None:
+            run(main_votes, None, 0, 0, full_words, 0)
+        elif matrix is not None:
+            run(main_votes, _as_words(matrix[:, : 8 * full_words]), 0, 0, full_words, 0)
         else:
-            pool = _thread_pool(workers)
-            futures = [
-                pool.submit(run_range, splits[k], splits[k + 1])
-                for k in range(workers)
-                if splits[k] < splits[k + 1]
-            ]
-            for future in futures:
-                future.result()
+            # Planes given one by one: copy a chunk of them at a time into a staging matrix
+            # (rows of voters without a plane stay 0) that the kernel reads from cache.
+            staging = np.zeros((num_votes, _STAGING_WORDS), dtype=np.uint64)
+            staging_bytes = staging.view(np.uint8)
+            for start in range(0, full_words, _STAGING_WORDS):
+                stop = min(full_words, start + _STAGING_WORDS)
+                for row, plane in enumerate(abstain):
+                    if plane is not None:
+                        staging_bytes[row, : 8 * (stop - start)] = plane[8 * start : 8 * stop]
+                run(main_votes, staging, start, start, stop, start)
     if tail_bytes:
         first_byte = 8 * full_words
-        tail_abstain: npt.NDArray[np.uint64] | None = None
-        if matrix is not None:
-            tail_abstain = _padded_tail(list(matrix), first_byte)
-        elif abstain_rows is not None:
-            plane_of = dict(zip(abstain_rows, planes, strict=True))
-            tail_abstain = _padded_tail([plane_of.get(v) for v in range(num_votes)], first_byte)
+        tail_abstain = None if abstain is None else _padded_tail(abstain, first_byte)
         run(_padded_tail(list(votes), first_byte), tail_abstain, 0, 0, 1, full_words)
-    if result is not None:
-        return result[:, :num_bytes], None
-    return None, decoded
+    return decoded.view(np.int8)
 
 
 @overload
@@ -1552,7 +1023,6 @@ def global_majority(
     count: int,
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
-    threads: int | None = None,
     kernel: str | None = None,
 ) -> torch.Tensor: ...
 
@@ -1563,7 +1033,6 @@ def global_majority(
     count: int,
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
-    threads: int | None = None,
     kernel: str | None = None,
 ) -> Int8Array: ...
 
@@ -1573,7 +1042,6 @@ def global_majority(
     count: int,
     abstain: UInt8Array | torch.Tensor | Sequence[UInt8Array | None] | None = None,
     *,
-    threads: int | None = None,
     kernel: str | None = None,
 ) -> Int8Array | torch.Tensor:
     """Elect ``v = sign(sum_i c_i)`` from packed votes; a tie gives 0.
@@ -1587,13 +1055,11 @@ def global_majority(
     abstain : numpy.ndarray or torch.Tensor or sequence or None (default: None)
         Abstain planes: an array shaped like ``packed_votes``, or one entry per voter that is
         a 1-D plane or ``None`` (no abstention), or ``None`` for nobody abstaining.
-    threads : int or None (default: None)
-        Worker threads; ``None`` uses :data:`DEFAULT_THREADS`. The result does not
+    kernel : {"numba", "reference"} or None (default: None)
+        ``"numba"`` (also ``None``): the compiled single-pass kernel, which hands elections
+        of more than :data:`NUMBA_MAX_VOTES` votes to the reference; ``"reference"``: the
+        plain unpack-sum-sign reference, to cross-check the kernel. The result does not
         depend on it.
-    kernel : {"numba", "numpy"} or None (default: None)
-        ``"numba"``: the compiled single-pass kernel (needs numba; elections of more than
-        :data:`NUMBA_MAX_VOTES` votes still take the numpy tree); ``"numpy"``: the numpy
-        adder tree; ``None``: :data:`KERNEL`. The result does not depend on it.
 
     Returns
     -------
@@ -1604,22 +1070,20 @@ def global_majority(
     Raises
     ------
     ValueError
-        On a wrong dtype, shape or count, when there is no vote, on an unknown ``kernel``
-        or on ``kernel="numba"`` without numba.
+        On a wrong dtype, shape or count, when there is no vote, or on an unknown ``kernel``.
     """
-    _, decoded = _elect(packed_votes, count, abstain, decode=True, threads=threads, kernel=kernel)
-    assert decoded is not None
-    elected = decoded.view(np.int8)[: _check_count(count)]
+    count = _check_count(count)
+    votes = _as_vote_matrix(packed_votes, count)
+    matrix, planes = _as_abstain(abstain, votes.shape[0], count)
+    if _check_kernel(kernel) == "reference" or votes.shape[0] > NUMBA_MAX_VOTES:
+        elected = _reference_majority(votes, planes, count)
+    elif count == 0:
+        elected = np.empty(0, dtype=np.int8)
+    else:
+        elected = _elect_compiled(votes, matrix, planes)[:count]
     if _is_torch_tensor(packed_votes):
         return _torch_module().from_numpy(elected)  # type: ignore[no-any-return]
     return elected
-
-
-def _popcount(plane: UInt8Array) -> int:
-    """Return the number of set bits of a ``uint8`` array."""
-    if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return int(np.bitwise_count(plane).sum(dtype=np.int64))
-    return int(np.unpackbits(plane).sum(dtype=np.int64))
 
 
 def packed_agreement(
@@ -1632,7 +1096,7 @@ def packed_agreement(
     """Return, per voter, the fraction of coordinates where its packed vote equals ``result``.
 
     The packed twin of :func:`fl_election.aggregation.vote_agreement`: an abstention agrees
-    only where the result is 0 too. The votes are never unpacked.
+    only where the result is 0 too.
 
     Parameters
     ----------
@@ -1642,10 +1106,10 @@ def packed_agreement(
         Abstain planes, as for :func:`global_majority`.
     result : numpy.ndarray or torch.Tensor
         The elected ``(d,)`` integer vector in {-1, 0, +1}, ``d >= 1``.
-    kernel : {"numba", "numpy"} or None (default: None)
-        ``"numba"`` counts each vote's agreement in one compiled pass, ``"numpy"`` with a few
-        bitwise passes per vote, ``None`` follows :data:`KERNEL`. The result does not depend
-        on it.
+    kernel : {"numba", "reference"} or None (default: None)
+        ``"numba"`` (also ``None``) counts each vote's agreement in one compiled pass over its
+        packed words, without unpacking; ``"reference"`` unpacks the votes block by block and
+        compares. The result does not depend on it.
 
     Returns
     -------
@@ -1655,8 +1119,8 @@ def packed_agreement(
     Raises
     ------
     ValueError
-        On a wrong dtype or shape, an empty ``result``, a value outside {-1, 0, +1}, an
-        unknown ``kernel`` or ``kernel="numba"`` without numba.
+        On a wrong dtype or shape, an empty ``result``, a value outside {-1, 0, +1} or an
+        unknown ``kernel``.
     """
     if _is_torch_tensor(result):
         result = result.detach().cpu().numpy()  # type: ignore[union-attr]
@@ -1669,65 +1133,40 @@ def packed_agreement(
         raise ValueError("result must have at least one coordinate")
     _check_sign_values(result, "result")
     votes = _as_vote_matrix(packed_votes, count)
-    matrix, planes, rows = _as_abstain(abstain, votes.shape[0], count)
-    wins = np.packbits(result > 0)
-    losses = np.packbits(result < 0)
-    ties = np.invert(wins | losses)
-    ties[-1] &= _padding_mask(count)
-    plane_of = dict(zip(rows or [], planes, strict=True)) if planes else {}
-    agreement = np.empty(votes.shape[0], dtype=np.float64)
-    kernels = _resolve_kernel(kernel, votes.shape[0])
-    if kernels is not None:
-        _agreement_compiled(kernels, votes, matrix, plane_of, wins, losses, ties, agreement)
-        agreement /= count
-        return agreement
-    for voter in range(votes.shape[0]):
-        signs = votes[voter]
-        abstains = matrix[voter] if matrix is not None else plane_of.get(voter)
-        if abstains is None:
-            # The padding bits of ~signs meet the 0 padding of ``losses``.
-            agree = _popcount(signs & wins) + _popcount(np.invert(signs) & losses)
-        else:
-            positive = signs & np.invert(abstains)
-            negative = np.invert(signs | abstains)
-            agree = (
-                _popcount(positive & wins)
-                + _popcount(negative & losses)
-                + _popcount(abstains & ties)
-            )
-        agreement[voter] = agree / count
+    _, planes = _as_abstain(abstain, votes.shape[0], count)
+    if _check_kernel(kernel) == "reference":
+        return _reference_agreement(votes, planes, result)
+    agreement: npt.NDArray[np.float64] = _agreement_compiled(votes, planes, result) / count
     return agreement
 
 
 def _agreement_compiled(
-    kernels: dict[str, Any],
-    votes: UInt8Array,
-    matrix: UInt8Array | None,
-    plane_of: dict[int, UInt8Array],
-    wins: UInt8Array,
-    losses: UInt8Array,
-    ties: UInt8Array,
-    out: npt.NDArray[np.float64],
-) -> None:
-    """Write into ``out`` the number of coordinates where each vote equals the result.
+    votes: UInt8Array, abstain: list[UInt8Array | None] | None, result: npt.NDArray[Any]
+) -> npt.NDArray[np.float64]:
+    """Return per voter the number of coordinates where its vote equals ``result``.
 
     One compiled pass per vote over its whole words, plus one zero-padded word for the last
     ``< 8`` bytes (the padding of the result planes is 0, so it never counts).
     """
-    num_bytes = votes.shape[1]
-    full_words, tail_bytes = divmod(num_bytes, 8)
+    agreement = _numba_kernels()["_nb_agreement_width5"]
+    wins = np.packbits(result > 0)
+    losses = np.packbits(result < 0)
+    ties = np.invert(wins | losses)
+    ties[-1] &= _padding_mask(result.shape[0])
+    full_words, tail_bytes = divmod(votes.shape[1], 8)
     first_byte = 8 * full_words
     result_planes = [wins, losses, ties]
     main = [_as_words(plane[:first_byte]) for plane in result_planes]
     tail = [_padded_tail([plane], first_byte)[0] for plane in result_planes]
     empty = np.empty(0, dtype=np.uint64)
-    agreement = kernels["_nb_agreement_width5"]
+    counts = np.empty(votes.shape[0], dtype=np.float64)
     for voter in range(votes.shape[0]):
         signs = votes[voter]
-        abstains = matrix[voter] if matrix is not None else plane_of.get(voter)
-        main_abstains = empty if abstains is None else _as_words(abstains[:first_byte])
-        total = int(agreement(_as_words(signs[:first_byte]), main_abstains, *main))
+        plane = None if abstain is None else abstain[voter]
+        main_abstain = empty if plane is None else _as_words(plane[:first_byte])
+        total = int(agreement(_as_words(signs[:first_byte]), main_abstain, *main))
         if tail_bytes:
-            tail_abstains = empty if abstains is None else _padded_tail([abstains], first_byte)[0]
-            total += int(agreement(_padded_tail([signs], first_byte)[0], tail_abstains, *tail))
-        out[voter] = total
+            tail_abstain = empty if plane is None else _padded_tail([plane], first_byte)[0]
+            total += int(agreement(_padded_tail([signs], first_byte)[0], tail_abstain, *tail))
+        counts[voter] = total
+    return counts

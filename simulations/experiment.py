@@ -23,10 +23,11 @@ from flwr.supercore import log
 
 from fl_election.codes import max_tolerance
 from fl_election.config import RunConfig
+from fl_election.contract import vote_keys
 from fl_election.data import load_dataset
-from fl_election.models import create_model, trainable_names
+from fl_election.models import create_model
+from fl_election.strategies import DirectionStrategy, ElectionCoding, FullGradientMedian
 from fl_election.training import evaluate
-from strategies import ElectionCoding, FullGradientMedian
 
 #: Environment variable that anchors a relative ``output-dir`` (``flwr run`` starts the
 #: ServerApp in a working directory of its own).
@@ -42,7 +43,7 @@ def output_dir(cfg: RunConfig) -> Path:
     return path
 
 
-def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> ElectionCoding:
+def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrategy:
     """Return the strategy the config asks for."""
     common: dict[str, Any] = {
         "lr": cfg.lr,
@@ -51,13 +52,13 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> ElectionCoding:
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
-        "byzantine_budget": cfg.byzantine_count,
+        "batch_size": cfg.batch_size,
         "trainable_keys": trainable_keys,
         "evaluate_every": cfg.client_eval_every,
     }
     if cfg.aggregation == "fgm":
         return FullGradientMedian(cfg.num_workers, **common)
-    return ElectionCoding(cfg.allocation_code(), **common)
+    return ElectionCoding(cfg.allocation_code(), byzantine_budget=cfg.byzantine_count, **common)
 
 
 def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
@@ -79,8 +80,8 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.num_threads)
     splits = load_dataset(cfg.dataset, root=cfg.data_root or None, download=cfg.download)
     model = create_model(cfg.model, splits.input_shape, splits.num_classes, seed=cfg.seed)
-    strategy = build_strategy(cfg, trainable_names(model))
-    code = strategy.code
+    strategy = build_strategy(cfg, vote_keys(model))
+    code = cfg.allocation_code()
     byzantine = cfg.byzantine_workers() if cfg.attack != "none" else ()
     if cfg.byzantine_selection == "node-config":
         log(INFO, "Byzantine workers: the SuperNodes whose node config says byzantine=true")

@@ -141,8 +141,8 @@ class InProcessGrid(Grid):
 
 def run_inprocess(cfg: RunConfig) -> dict[str, object]:
     """Run one experiment on an :class:`InProcessGrid` and return its JSON result."""
-    from clients.client_app import app as client_app
-    from simulations.experiment import run_experiment
+    from fl_election.clients.client_app import app as client_app
+    from fl_election.simulations.experiment import run_experiment
 
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
     return run_experiment(grid, cfg)

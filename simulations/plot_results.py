@@ -4,8 +4,8 @@ For each ``outputs/<sweep>/`` it plots the test accuracy per round (mean over se
 the min-max band) of every variant into ``docs/figures/<sweep>.png`` and writes the final
 accuracies as a markdown table into ``docs/figures/<sweep>.md``::
 
-    python -m simulations.plot_results            # every sweep under outputs/
-    python -m simulations.plot_results --outputs outputs --figures docs/figures
+    python -m fl_election.simulations.plot_results            # every sweep under outputs/
+    python -m fl_election.simulations.plot_results --outputs outputs --figures docs/figures
 """
 
 from __future__ import annotations

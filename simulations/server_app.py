@@ -6,7 +6,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fl_election.config import RunConfig
-from simulations.experiment import run_experiment
+from fl_election.simulations.experiment import run_experiment
 
 app = ServerApp()
 

@@ -5,11 +5,12 @@ A sweep file (``simulations/sweeps/*.toml``) names a flat override file in
 ``[overrides]`` for every run, the seeds, and named variants, each a set of run-config
 overrides::
 
-    python -m simulations.sweep simulations/sweeps/digits_n15_b6.toml
+    python -m fl_election.simulations.sweep simulations/sweeps/digits_n15_b6.toml
 
-Runs go through :class:`simulations.inprocess.InProcessGrid` (the real ServerApp logic and
-ClientApp, without Ray); results land in ``outputs/<sweep>/<variant>-seed<s>.json`` and
-``python -m simulations.plot_results`` turns them into the README's figures and tables.
+Runs go through :class:`fl_election.simulations.inprocess.InProcessGrid` (the real
+ServerApp logic and ClientApp, without Ray); results land in
+``outputs/<sweep>/<variant>-seed<s>.json`` and ``python -m
+fl_election.simulations.plot_results`` turns them into the README's figures and tables.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
-    from simulations.inprocess import run_inprocess
+    from fl_election.simulations.inprocess import run_inprocess
 
     try:
         sweeps = [(p.stem, load_sweep(p)) for p in args.sweeps]

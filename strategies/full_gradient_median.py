@@ -13,66 +13,21 @@ only in what travels and how it is aggregated.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from logging import INFO
-from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord
 from flwr.supercore import log
 
+from fl_election import contract
 from fl_election.aggregation import coordinate_median
-from fl_election.codes import uncoded
 
-from .election_coding import (
-    VOTE_KEY,
-    ElectionCoding,
-    ParsedReply,
-    RejectedReply,
-    read_buffers_and_metrics,
-)
+from .base import DirectionStrategy, ParsedReply, RejectedReply
 
-#: Key of the float gradient inside the reply's ``vote`` ArrayRecord.
-GRADIENT_KEY = "gradient"
+__all__ = ["FullGradientMedian"]
 
 
-def parse_gradient(
-    message: Message,
-    *,
-    num_coordinates: int,
-    buffer_shapes: Mapping[str, tuple[int, ...]],
-) -> ParsedReply:
-    """Check one FGM reply and return its gradient, or raise :class:`RejectedReply`."""
-    node = message.metadata.src_node_id
-    if message.has_error():
-        raise RejectedReply(f"node {node} replied with an error: {message.error.reason}")
-    records = message.content.array_records
-    if VOTE_KEY not in records or GRADIENT_KEY not in records[VOTE_KEY]:
-        raise RejectedReply(f"node {node}: reply has no {VOTE_KEY}/{GRADIENT_KEY} array")
-    try:
-        gradient = records[VOTE_KEY][GRADIENT_KEY].numpy()
-    except Exception as err:  # a payload that does not deserialize at all
-        raise RejectedReply(f"node {node}: gradient cannot be decoded ({err})") from err
-    if gradient.dtype != np.float32 or gradient.shape != (num_coordinates,):
-        raise RejectedReply(
-            f"node {node}: gradient must be float32 of shape ({num_coordinates},), "
-            f"got {gradient.dtype} of shape {gradient.shape}"
-        )
-    if not np.all(np.isfinite(gradient)):
-        raise RejectedReply(f"node {node}: gradient holds NaN or infinity")
-    buffers, metrics = read_buffers_and_metrics(message, buffer_shapes)
-    return ParsedReply(
-        node_id=node,
-        payload=gradient,
-        abstain=None,
-        buffers=buffers,
-        metrics=metrics,
-        num_bytes=gradient.nbytes,
-    )
-
-
-class FullGradientMedian(ElectionCoding):
+class FullGradientMedian(DirectionStrategy):
     """Coordinate-wise median of full float gradients (FGM) [Yin et al., 2018].
 
     Implementation based on https://arxiv.org/abs/1803.01498, as the baseline of
@@ -83,43 +38,33 @@ class FullGradientMedian(ElectionCoding):
     num_nodes : int
         ``n``: nodes, each holding its own partition (identity allocation).
     **kwargs : Any
-        Optimizer and run settings of :class:`ElectionCoding` (``lr``, ``momentum``,
-        ``weight_decay``, ``seed``, ...).
+        Training settings of :class:`~fl_election.strategies.DirectionStrategy` (``lr``,
+        ``momentum``, ``weight_decay``, ``seed``, ``batch_size``, ...).
     """
 
-    def __init__(self, num_nodes: int, **kwargs: Any) -> None:
-        super().__init__(uncoded(num_nodes), **kwargs)
+    payload = contract.PAYLOAD_GRADIENT
 
     def summary(self) -> None:
         """Log the aggregation rule and the optimizer settings."""
-        log(INFO, "\t├──> Full-gradient median over n = %d nodes (float32 uplink)", self.code.n)
-        log(
-            INFO,
-            "\t└──> Optimizer: lr %g (x%g at %s), momentum %g, weight decay %g, seed %d",
-            self.lr,
-            self.lr_gamma,
-            list(self.lr_milestones) or "never",
-            self.optimizer.momentum,
-            self.optimizer.weight_decay,
-            self.seed,
-        )
+        log(INFO, "\t├──> Full-gradient median over n = %d nodes (float32 uplink)", self.num_nodes)
+        self.summary_settings()
 
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Ask every node for its partition's float gradient instead of a vote."""
-        config = ConfigRecord(dict(config))
-        config["payload"] = "gradient"
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def parse_reply(
-        self,
-        message: Message,
-        num_coordinates: int,
-        buffer_shapes: Mapping[str, tuple[int, ...]],
-    ) -> ParsedReply:
-        """Validate one reply carrying a float gradient."""
-        return parse_gradient(message, num_coordinates=num_coordinates, buffer_shapes=buffer_shapes)
+    def parse_payload(self, vote: ArrayRecord, num_coordinates: int) -> ParsedReply:
+        """Check a float32 gradient of length ``d`` with finite entries."""
+        if contract.GRADIENT not in vote:
+            raise RejectedReply(f"reply has no {contract.VOTE}/{contract.GRADIENT} array")
+        try:
+            gradient = vote[contract.GRADIENT].numpy()
+        except Exception as err:  # noqa: BLE001 - a payload that does not deserialize at all
+            raise RejectedReply("gradient cannot be decoded") from err
+        if gradient.dtype != np.float32 or gradient.shape != (num_coordinates,):
+            raise RejectedReply(
+                f"gradient must be float32 of shape ({num_coordinates},), "
+                f"got {gradient.dtype} of shape {gradient.shape}"
+            )
+        if not np.all(np.isfinite(gradient)):
+            raise RejectedReply("gradient holds NaN or infinity")
+        return ParsedReply(0, gradient, None, {}, {}, gradient.nbytes)
 
     def aggregate_payloads(
         self, votes: list[ParsedReply], num_coordinates: int

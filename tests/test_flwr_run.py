@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from fl_election.config import RunConfig
-from simulations.inprocess import run_inprocess
+from fl_election.simulations.inprocess import run_inprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.client_app import app as client_app
+from fl_election.clients.client_app import app as client_app
 from fl_election.config import RunConfig
-from simulations.experiment import run_experiment
-from simulations.inprocess import InProcessGrid, run_inprocess
+from fl_election.simulations.experiment import run_experiment
+from fl_election.simulations.inprocess import InProcessGrid, run_inprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 

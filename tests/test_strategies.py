@@ -9,8 +9,8 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from fl_election.codes import AllocationCode, uncoded
+from fl_election.strategies import ElectionCoding, FullGradientMedian
 from fl_election.voting import pack_signs
-from strategies import ElectionCoding, FullGradientMedian
 
 
 class FakeGrid:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from simulations import plot_results, sweep
+from fl_election.simulations import plot_results, sweep
 
 
 def test_sweep_then_plot(tmp_path):

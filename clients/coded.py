@@ -1,0 +1,436 @@
+"""The client API: an election-coded ClientApp for any PyTorch model, loss and data.
+
+Two entry points, both following :mod:`fl_election.contract`:
+
+- :func:`coded_train` is one function from (train message, model, loss, data) to the
+  reply, for whoever writes their own ClientApp;
+- :func:`coded_client_app` builds the whole ClientApp from the model, the loss and the
+  data (and, optionally, test data for federated evaluation).
+
+Per train message the node reads its :class:`~fl_election.contract.TrainInstruction`, loads
+the server's arrays into the model, takes each held partition's slice of the step's global
+minibatch (:func:`fl_election.data.partition_indices` then
+:func:`fl_election.data.step_batch`, so every holder of a partition computes on the same
+samples), computes each slice's gradient over the instruction's vote keys in their order,
+its sign, the local majority, and replies with the vote encoded once
+(:func:`fl_election.wire.encode_vote`), the requested buffers and the metrics. A model
+whose trainable parameters do not match the vote keys gets an error reply of code
+:data:`~fl_election.contract.CONTRACT_ERROR_CODE` naming the cause.
+
+Attacks reach this computation only through :mod:`fl_election.clients.attack_hook`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeAlias
+
+import numpy as np
+import torch
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import Mod
+from torch import nn
+from torch.utils.data import Dataset
+from torch.utils.data import default_collate as _default_collate
+
+from fl_election import contract
+from fl_election.attacks import forge_gradient
+from fl_election.contract import ContractError, TrainInstruction
+from fl_election.data import flip_targets, partition_indices, step_batch
+from fl_election.training import LossFn, partition_gradients, partition_signs, vote_parameters
+from fl_election.voting import local_majority
+from fl_election.wire import encode_vote
+
+from .attack_hook import ActiveAttack, active_attack
+
+__all__ = [
+    "AugmentFn",
+    "TrainData",
+    "coded_client_app",
+    "coded_train",
+    "default_device",
+]
+
+#: One partition's samples or the whole training set: a pair of tensors ``(x, y)`` indexed
+#: along the first axis, or a map-style ``torch.utils.data.Dataset`` of ``(x, y)`` items.
+Samples: TypeAlias = tuple[torch.Tensor, torch.Tensor] | Dataset[Any]
+#: The training data of a node: the whole training set (identical on every node; the
+#: library cuts it into the code's k partitions with the run's seed), or a mapping from
+#: partition id to that partition's samples (a deployment where a node stores only the
+#: partitions its row holds).
+TrainData: TypeAlias = Samples | Mapping[int, Samples]
+#: ``augment(x, step, partition, seed) -> x``: seeded augmentation of one slice (it must
+#: depend only on its arguments, so every holder of a partition augments alike).
+AugmentFn: TypeAlias = Callable[[torch.Tensor, int, int, int], torch.Tensor]
+
+_default_collate_fn: Callable[[list[Any]], Any] = _default_collate
+
+
+def default_device() -> torch.device:
+    """Return the device a coded client computes on: CUDA when torch sees one, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@lru_cache(maxsize=16)
+def _shards(num_samples: int, k: int, seed: int) -> tuple[np.ndarray, ...]:
+    return tuple(partition_indices(num_samples, k, seed))
+
+
+def _take(samples: Samples, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the ``(x, y)`` batch of ``samples`` at ``index``."""
+    if isinstance(samples, tuple):
+        x, y = samples
+        where = torch.from_numpy(index)
+        return x[where], y[where]
+    batch = _default_collate_fn([samples[int(i)] for i in index])
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise ValueError("a Dataset used for training must yield (x, y) pairs")
+    return batch[0], batch[1]
+
+
+def _num_samples(samples: Samples) -> int:
+    if isinstance(samples, tuple):
+        if len(samples) != 2 or len(samples[0]) != len(samples[1]):
+            raise ValueError("tensor training data must be a pair (x, y) of equal length")
+        return len(samples[0])
+    return len(samples)  # type: ignore[arg-type]
+
+
+def partition_batch(
+    data: TrainData, instruction: TrainInstruction, partition: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return partition ``partition``'s slice of the instruction's step minibatch.
+
+    Parameters
+    ----------
+    data : TrainData
+        The node's training data.
+    instruction : TrainInstruction
+        The train message's instruction (step, seed, k, slice size).
+    partition : int
+        The partition, in ``[0, k)``.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        The slice's inputs and targets (on the CPU, as stored).
+    """
+    k, seed, step = instruction.num_partitions, instruction.seed, instruction.step
+    size = instruction.partition_batch_size
+    if isinstance(data, Mapping):
+        if partition not in data:
+            raise ValueError(
+                f"this node holds no data for partition {partition} (it has {sorted(data)})"
+            )
+        samples = data[partition]
+        shard = np.arange(_num_samples(samples), dtype=np.int64)
+    else:
+        samples = data
+        shard = _shards(_num_samples(samples), k, seed)[partition]
+    return _take(samples, step_batch(shard, step, partition, seed, size))
+
+
+def _noise_seed(seed: int, step: int, worker: int) -> int:
+    # Independent noise per worker: noisy copies of a partition disagree, as in the paper.
+    return int(np.random.SeedSequence([seed, step, worker]).generate_state(1)[0])
+
+
+@dataclass
+class _Computed:
+    vote: dict[str, np.ndarray]
+    losses: list[float]
+    num_examples: int
+
+
+def _compute(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: TrainData,
+    instruction: TrainInstruction,
+    hook: ActiveAttack | None,
+    augment: AugmentFn | None,
+    noise_std: float,
+) -> _Computed:
+    """Gradients of the held (or, for an omniscient attack, all) partitions, then the vote."""
+    parameters = vote_parameters(model, instruction.vote_keys, instruction.num_coordinates)
+    attack = hook.attack if hook is not None else None
+    own = list(instruction.partition_ids)
+    everyone = attack is not None and attack.needs_sign_sum
+    computed = list(range(instruction.num_partitions)) if everyone else own
+    batches = []
+    for j in computed:
+        x, y = partition_batch(data, instruction, j)
+        if augment is not None:
+            x = augment(x, instruction.step, j, instruction.seed)
+        batches.append((x, y))
+    targets_fn = flip_targets if attack is not None and attack.poisons_data else None
+    if attack is not None and attack.perturbs_gradient:
+        noise_std = float(getattr(attack, "std", noise_std))
+    rows = [computed.index(j) for j in own]
+    rng = hook.rng if hook is not None else np.random.default_rng(0)
+    if instruction.payload == contract.PAYLOAD_GRADIENT:
+        gradients, losses = partition_gradients(
+            model, batches, loss_fn=loss_fn, parameters=parameters, targets_fn=targets_fn
+        )
+        # The omniscient adversary averages every partition's gradient (its best estimate
+        # of the true gradient's magnitude) and knows the sign of each.
+        gradient = gradients.mean(dim=0) if everyone else gradients[rows].mean(dim=0)
+        payload = gradient.numpy().astype(np.float32)
+        if attack is not None and attack.perturbs_gradient:
+            # Noisy computation in float space: the noise is the attack.
+            payload = payload + rng.normal(0.0, noise_std, payload.shape).astype(np.float32)
+        elif attack is not None:
+            signs = torch.sign(gradients).to(torch.int16)
+            sign_sum = signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
+            payload = forge_gradient(attack, payload, sign_sum, rng)
+        vote = {contract.GRADIENT: payload}
+        num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
+        losses = [losses[r] for r in rows]
+    else:
+        result = partition_signs(
+            model,
+            batches,
+            loss_fn=loss_fn,
+            parameters=parameters,
+            targets_fn=targets_fn,
+            noise_std=noise_std,
+            noise_seed=_noise_seed(instruction.seed, instruction.step, instruction.worker_index),
+        )
+        honest = local_majority(result.signs[rows])
+        if attack is not None:
+            sign_sum = result.signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
+            vote = encode_vote(attack.forge(honest.numpy(), sign_sum, rng))
+        else:
+            vote = encode_vote(honest)
+        losses = [result.losses[r] for r in rows]
+        num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
+    if hook is not None:
+        hook.used = True
+    return _Computed(vote=vote, losses=losses, num_examples=num_examples)
+
+
+def _buffers(model: nn.Module, keys: Sequence[str]) -> ArrayRecord:
+    state = model.state_dict()
+    record = ArrayRecord()
+    for key in keys:
+        if key not in state or not state[key].dtype.is_floating_point:
+            raise ContractError(
+                f"buffer key {key!r} is not a float entry of this node's state dict"
+            )
+        record[key] = Array(state[key].detach().to("cpu", torch.float32).numpy())
+    return record
+
+
+def contract_error(msg: Message, error: ContractError) -> Message:
+    """Return the error reply of a node that cannot follow the contract."""
+    return Message(Error(code=contract.CONTRACT_ERROR_CODE, reason=str(error)), reply_to=msg)
+
+
+def coded_train(
+    msg: Message,
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: TrainData,
+    *,
+    augment: AugmentFn | None = None,
+    noise_std: float = 0.0,
+) -> Message:
+    """Answer one election-coded train message: the node's vote, buffers and metrics.
+
+    Parameters
+    ----------
+    msg : Message
+        The train message (:data:`fl_election.contract.ARRAYS` and
+        :data:`fl_election.contract.CONFIG`).
+    model : torch.nn.Module
+        The node's model (any architecture; frozen parameters and buffers allowed). The
+        server's arrays are loaded into it; it computes on the device it is on.
+    loss_fn : LossFn
+        ``loss_fn(outputs, targets)`` returning a scalar tensor, e.g.
+        ``torch.nn.BCEWithLogitsLoss()``.
+    data : TrainData
+        The training set (tensors ``(x, y)`` or a ``Dataset``), the same on every node, or
+        a mapping from partition id to that partition's samples.
+    augment : AugmentFn | None (default: None)
+        Seeded augmentation of each slice.
+    noise_std : float (default: 0.0)
+        Gaussian noise added to every gradient before its sign (noisy computation).
+
+    Returns
+    -------
+    Message
+        The reply; an error reply of code :data:`fl_election.contract.CONTRACT_ERROR_CODE`
+        when the message or the model does not match the contract.
+    """
+    started = time.perf_counter()
+    try:
+        config = msg.content[contract.CONFIG]
+        if not isinstance(config, ConfigRecord):
+            raise ContractError(f"train message has no ConfigRecord {contract.CONFIG!r}")
+        instruction = TrainInstruction.from_config(config)
+        arrays = msg.content[contract.ARRAYS]
+        if not isinstance(arrays, ArrayRecord):
+            raise ContractError(f"train message has no ArrayRecord {contract.ARRAYS!r}")
+        model.load_state_dict(arrays.to_torch_state_dict())
+        hook = active_attack()
+        computed = _compute(model, loss_fn, data, instruction, hook, augment, noise_std)
+        buffers = _buffers(model, instruction.buffer_keys)
+    except ContractError as error:
+        return contract_error(msg, error)
+    except KeyError as error:
+        return contract_error(msg, ContractError(f"train message lacks {error}"))
+    content = RecordDict(
+        {
+            contract.VOTE: ArrayRecord({k: Array(v) for k, v in computed.vote.items()}),
+            contract.METRICS: MetricRecord(
+                {
+                    contract.METRIC_NUM_COORDINATES: instruction.num_coordinates,
+                    contract.METRIC_NUM_EXAMPLES: computed.num_examples,
+                    contract.METRIC_TRAIN_LOSS: float(np.mean(computed.losses)),
+                    contract.METRIC_COMPUTE_TIME: time.perf_counter() - started,
+                }
+            ),
+        }
+    )
+    if instruction.buffer_keys:
+        content[contract.BUFFERS] = buffers
+    return Message(content=content, reply_to=msg)
+
+
+def evaluate_model(
+    model: nn.Module, loss_fn: LossFn, samples: Samples, batch_size: int = 1024
+) -> dict[str, float]:
+    """Return the mean loss and the accuracy of ``model`` on ``samples``.
+
+    Accuracy is the argmax over outputs with two or more columns, ``output > 0`` for a
+    single logit.
+    """
+    total = _num_samples(samples)
+    if total == 0:
+        raise ValueError("test data is empty")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    try:
+        with torch.no_grad():
+            for start in range(0, total, batch_size):
+                index = np.arange(start, min(total, start + batch_size), dtype=np.int64)
+                x, y = _take(samples, index)
+                x, y = x.to(device), y.to(device)
+                outputs = model(x)
+                loss_sum += float(loss_fn(outputs, y)) * len(index)
+                if outputs.ndim >= 2 and outputs.shape[-1] >= 2:
+                    predicted = outputs.argmax(dim=-1)
+                else:
+                    predicted = (outputs.reshape(y.shape) > 0).to(y.dtype)
+                correct += int((predicted == y).sum())
+    finally:
+        model.train(was_training)
+    return {"test-loss": loss_sum / total, "test-accuracy": correct / total}
+
+
+_ModelSource: TypeAlias = nn.Module | Callable[[Context], nn.Module]
+_DataSource: TypeAlias = TrainData | Callable[[Context], TrainData]
+
+
+def coded_client_app(
+    model: _ModelSource,
+    loss_fn: LossFn,
+    data: _DataSource,
+    *,
+    test_data: Samples | Callable[[Context], Samples] | None = None,
+    mods: Sequence[Mod] = (),
+    augment: AugmentFn | None = None,
+    noise_std: float = 0.0,
+    device: torch.device | str | None = None,
+) -> ClientApp:
+    """Build an election-coded ClientApp from a model, a loss and data.
+
+    Parameters
+    ----------
+    model : torch.nn.Module | Callable[[Context], torch.nn.Module]
+        The model, or a function of the node's context returning it (called once per
+        node and process).
+    loss_fn : LossFn
+        ``loss_fn(outputs, targets)``, a scalar tensor.
+    data : TrainData | Callable[[Context], TrainData]
+        The training data, or a function of the node's context returning it (called once
+        per node and process).
+    test_data : Samples | Callable[[Context], Samples] | None (default: None)
+        Data for federated evaluation (loss and accuracy); without it the app has no
+        evaluate handler.
+    mods : Sequence[Mod] (default: ())
+        Mods of the train handler, e.g. ``[byzantine_mod]``.
+    augment : AugmentFn | None (default: None)
+        Seeded augmentation of each slice.
+    noise_std : float (default: 0.0)
+        Gaussian noise added to every gradient before its sign.
+    device : torch.device | str | None (default: None)
+        Where to compute; ``None`` uses CUDA when torch sees one (:func:`default_device`).
+
+    Returns
+    -------
+    ClientApp
+        The app; its train handler is :func:`coded_train`.
+    """
+    app = ClientApp()
+    target = torch.device(device) if device is not None else default_device()
+    lock = threading.Lock()
+    models: dict[int, nn.Module] = {}
+    datasets: dict[int, Any] = {}
+
+    def node_model(context: Context) -> nn.Module:
+        with lock:
+            if context.node_id not in models:
+                built = model(context) if not isinstance(model, nn.Module) else model
+                models[context.node_id] = built.to(target)
+            return models[context.node_id]
+
+    def node_data(context: Context, source: Any, key: int) -> Any:
+        with lock:
+            if key not in datasets:
+                is_data = isinstance(source, (tuple, Dataset, Mapping))
+                datasets[key] = source if is_data else source(context)
+            return datasets[key]
+
+    @app.train(mods=list(mods))
+    def train(msg: Message, context: Context) -> Message:
+        train_data = node_data(context, data, 2 * context.node_id)
+        return coded_train(
+            msg,
+            node_model(context),
+            loss_fn,
+            train_data,
+            augment=augment,
+            noise_std=noise_std,
+        )
+
+    if test_data is not None:
+
+        @app.evaluate()
+        def evaluate(msg: Message, context: Context) -> Message:
+            net = node_model(context)
+            arrays = msg.content[contract.ARRAYS]
+            assert isinstance(arrays, ArrayRecord)
+            net.load_state_dict(arrays.to_torch_state_dict())
+            samples = node_data(context, test_data, 2 * context.node_id + 1)
+            metrics: dict[str, float | int] = dict(evaluate_model(net, loss_fn, samples))
+            metrics["num-examples"] = _num_samples(samples)
+            return Message(RecordDict({contract.METRICS: MetricRecord(metrics)}), reply_to=msg)
+
+    return app

@@ -1,0 +1,331 @@
+"""The client/server contract of election-coded training: what each message carries.
+
+Defined once here and imported by the strategies, the client API, the Byzantine mod, the
+tests and the docs (in the style of Flower's ``KEY_CLIPPING_NORM``, shared by its DP
+strategy and its DP mods). Framework-free: records are plain mappings here; the Flower
+side only moves them into ``ConfigRecord`` / ``ArrayRecord`` / ``MetricRecord``.
+
+A **train message** (server to node) holds two records:
+
+- :data:`ARRAYS` (``ArrayRecord``): the model's state dict as the server holds it;
+- :data:`CONFIG` (``ConfigRecord``): a :class:`TrainInstruction`, i.e. the node's row of
+  the allocation code (:data:`WORKER_INDEX`, :data:`PARTITION_IDS` out of
+  :data:`NUM_PARTITIONS`), the :data:`STEP` and :data:`SEED` that fix every partition's
+  slice of the step's minibatch, the slice size :data:`PARTITION_BATCH_SIZE`, what to send
+  back (:data:`PAYLOAD`), and the coordinates the vote covers: :data:`VOTE_KEYS`, the
+  names of the trainable parameters *in vote order*, and :data:`NUM_COORDINATES`, their
+  total size. A node flattens its gradient in exactly that order, looked up by name, so
+  a different parameter order cannot misalign a vote. A name that is not a trainable
+  parameter of the node's model (a frozen parameter, a buffer, a typo), or a total size
+  that differs, is a :class:`ContractError` on the node, which replies with an error of
+  code :data:`CONTRACT_ERROR_CODE` naming the cause.
+
+A **train reply** (node to server) holds:
+
+- :data:`VOTE` (``ArrayRecord``): the vote in :mod:`fl_election.wire`'s format (sign plane,
+  optional abstain plane), or :data:`GRADIENT` (float32) when :data:`PAYLOAD` asked for
+  :data:`PAYLOAD_GRADIENT` (the full-gradient baseline);
+- :data:`BUFFERS` (``ArrayRecord``): the float buffers named by :data:`BUFFER_KEYS`
+  (batch-norm statistics after the node's forward passes), aggregated by median;
+- :data:`METRICS` (``MetricRecord``): :data:`METRIC_NUM_COORDINATES` (the vote's length,
+  which the server checks against :data:`NUM_COORDINATES`), :data:`METRIC_NUM_EXAMPLES`,
+  :data:`METRIC_TRAIN_LOSS`, :data:`METRIC_COMPUTE_TIME`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "ARRAYS",
+    "BUFFERS",
+    "BUFFER_KEYS",
+    "BUFFER_SUFFIXES",
+    "CONFIG",
+    "CONTRACT_ERROR_CODE",
+    "GRADIENT",
+    "METRICS",
+    "METRIC_COMPUTE_TIME",
+    "METRIC_NUM_COORDINATES",
+    "METRIC_NUM_EXAMPLES",
+    "METRIC_TRAIN_LOSS",
+    "NUM_COORDINATES",
+    "NUM_PARTITIONS",
+    "NUM_WORKERS",
+    "PARTITION_BATCH_SIZE",
+    "PARTITION_IDS",
+    "PAYLOAD",
+    "PAYLOADS",
+    "PAYLOAD_GRADIENT",
+    "PAYLOAD_SIGN_VOTE",
+    "SEED",
+    "SERVER_ROUND",
+    "STEP",
+    "VOTE",
+    "VOTE_KEYS",
+    "WORKER_INDEX",
+    "ContractError",
+    "TrainInstruction",
+    "buffer_keys",
+    "vote_keys",
+]
+
+# ---------------------------------------------------------------- records of a message
+#: Train message: the model's state dict (``ArrayRecord``).
+ARRAYS = "arrays"
+#: Train message: the :class:`TrainInstruction` (``ConfigRecord``).
+CONFIG = "config"
+#: Reply: the vote (``ArrayRecord`` in :mod:`fl_election.wire` format, or :data:`GRADIENT`).
+VOTE = "vote"
+#: Reply: the float buffers named by :data:`BUFFER_KEYS` (``ArrayRecord``).
+BUFFERS = "buffers"
+#: Reply: the node's metrics (``MetricRecord``).
+METRICS = "metrics"
+
+# ---------------------------------------------------------------- keys of the instruction
+SERVER_ROUND = "server-round"
+#: The SignSGD step (``server-round - 1``); with :data:`SEED` it fixes every slice.
+STEP = "step"
+#: Seed of the data split and of every partition's slice (shared by all nodes).
+SEED = "seed"
+#: The node's row of the allocation code.
+WORKER_INDEX = "worker-index"
+#: ``n``, the rows of the code.
+NUM_WORKERS = "num-workers"
+#: ``k``, the data partitions of the code.
+NUM_PARTITIONS = "num-partitions"
+#: The partitions this node holds (the ones of its row), a list of ints.
+PARTITION_IDS = "partition-ids"
+#: Samples of each partition's slice of the step's global minibatch, ``B // k``.
+PARTITION_BATCH_SIZE = "partition-batch-size"
+#: Names of the trainable parameters the vote covers, in vote order (a list of str).
+VOTE_KEYS = "vote-keys"
+#: Total number of scalars of :data:`VOTE_KEYS`: the vote's length ``d``.
+NUM_COORDINATES = "num-coordinates"
+#: Names of the float buffers a reply carries in :data:`BUFFERS` (a list of str).
+BUFFER_KEYS = "buffer-keys"
+#: What the reply's :data:`VOTE` holds: :data:`PAYLOAD_SIGN_VOTE` or :data:`PAYLOAD_GRADIENT`.
+PAYLOAD = "payload"
+PAYLOAD_SIGN_VOTE = "sign-vote"
+PAYLOAD_GRADIENT = "gradient"
+PAYLOADS = (PAYLOAD_SIGN_VOTE, PAYLOAD_GRADIENT)
+
+# ---------------------------------------------------------------- keys of a reply
+#: Array of :data:`VOTE` holding the float32 mean gradient (payload ``gradient``).
+GRADIENT = "gradient"
+#: The vote's length; must equal the instruction's :data:`NUM_COORDINATES`.
+METRIC_NUM_COORDINATES = "num-coordinates"
+METRIC_NUM_EXAMPLES = "num-examples"
+METRIC_TRAIN_LOSS = "train-loss"
+METRIC_COMPUTE_TIME = "compute-time"
+
+#: Error code of a reply whose node could not follow the contract (the reason names why).
+CONTRACT_ERROR_CODE = 4300
+
+#: State-dict suffixes of batch-norm running statistics: floats that forward passes
+#: change, reported in :data:`BUFFERS` and aggregated by median, never voted on.
+BUFFER_SUFFIXES = ("running_mean", "running_var")
+
+
+class ContractError(ValueError):
+    """A message does not follow the contract (the message names the key and the cause)."""
+
+
+def _int(config: Mapping[str, Any], key: str, minimum: int = 0) -> int:
+    if key not in config:
+        raise ContractError(f"train instruction has no {key!r}")
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ContractError(
+            f"train instruction {key!r} must be an integer >= {minimum}, got {value!r}"
+        )
+    return int(value)
+
+
+def _strings(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    if key not in config:
+        raise ContractError(f"train instruction has no {key!r}")
+    value = config[key]
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ContractError(f"train instruction {key!r} must be a list of names, got {value!r}")
+    names = tuple(value)
+    if not all(isinstance(name, str) for name in names) or len(set(names)) != len(names):
+        raise ContractError(f"train instruction {key!r} must hold distinct names, got {names!r}")
+    return names
+
+
+@dataclass(frozen=True)
+class TrainInstruction:
+    """What a train message asks of one node (the :data:`CONFIG` record).
+
+    Parameters
+    ----------
+    server_round : int
+        The Flower round (from 1).
+    step : int
+        The SignSGD step, ``server_round - 1``.
+    seed : int
+        Seed of the data split and of every partition's slice.
+    worker_index : int
+        The node's row of the code.
+    num_workers : int
+        ``n``.
+    num_partitions : int
+        ``k``.
+    partition_ids : tuple[int, ...]
+        The partitions the node holds, each in ``[0, k)``.
+    partition_batch_size : int
+        Samples per partition slice, ``B // k`` (at least 1).
+    vote_keys : tuple[str, ...]
+        Trainable parameters the vote covers, in vote order.
+    num_coordinates : int
+        Total size of ``vote_keys``.
+    buffer_keys : tuple[str, ...] (default: ())
+        Float buffers the reply carries.
+    payload : str (default: "sign-vote")
+        :data:`PAYLOAD_SIGN_VOTE` or :data:`PAYLOAD_GRADIENT`.
+    """
+
+    server_round: int
+    step: int
+    seed: int
+    worker_index: int
+    num_workers: int
+    num_partitions: int
+    partition_ids: tuple[int, ...]
+    partition_batch_size: int
+    vote_keys: tuple[str, ...]
+    num_coordinates: int
+    buffer_keys: tuple[str, ...] = ()
+    payload: str = PAYLOAD_SIGN_VOTE
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ContractError` naming the first inconsistent field."""
+        if not 0 <= self.worker_index < self.num_workers:
+            raise ContractError(
+                f"{WORKER_INDEX!r} = {self.worker_index} is outside [0, {self.num_workers})"
+            )
+        if not self.partition_ids:
+            raise ContractError(f"{PARTITION_IDS!r} is empty: the node has nothing to vote on")
+        bad = [j for j in self.partition_ids if not 0 <= j < self.num_partitions]
+        if bad or len(set(self.partition_ids)) != len(self.partition_ids):
+            raise ContractError(
+                f"{PARTITION_IDS!r} must be distinct partitions in [0, {self.num_partitions}), "
+                f"got {list(self.partition_ids)}"
+            )
+        if self.partition_batch_size < 1:
+            raise ContractError(
+                f"{PARTITION_BATCH_SIZE!r} must be >= 1, got {self.partition_batch_size}"
+            )
+        if self.payload not in PAYLOADS:
+            raise ContractError(f"{PAYLOAD!r} must be one of {PAYLOADS}, got {self.payload!r}")
+        overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
+        if overlap:
+            raise ContractError(f"{overlap} are both voted on and reported as buffers")
+
+    def to_config(self) -> dict[str, int | str | list[int] | list[str]]:
+        """Return the instruction as the flat mapping a ``ConfigRecord`` holds."""
+        return {
+            SERVER_ROUND: self.server_round,
+            STEP: self.step,
+            SEED: self.seed,
+            WORKER_INDEX: self.worker_index,
+            NUM_WORKERS: self.num_workers,
+            NUM_PARTITIONS: self.num_partitions,
+            PARTITION_IDS: list(self.partition_ids),
+            PARTITION_BATCH_SIZE: self.partition_batch_size,
+            VOTE_KEYS: list(self.vote_keys),
+            NUM_COORDINATES: self.num_coordinates,
+            BUFFER_KEYS: list(self.buffer_keys),
+            PAYLOAD: self.payload,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TrainInstruction:
+        """Read and check an instruction from a train message's :data:`CONFIG` record.
+
+        Parameters
+        ----------
+        config : Mapping[str, Any]
+            The record (other keys, e.g. a user's own, are ignored).
+
+        Returns
+        -------
+        TrainInstruction
+            The checked instruction.
+
+        Raises
+        ------
+        ContractError
+            On a missing key, a value of the wrong type or an inconsistent field.
+        """
+        partitions = config.get(PARTITION_IDS)
+        if isinstance(partitions, (str, bytes)) or not isinstance(partitions, Iterable):
+            raise ContractError(f"train instruction {PARTITION_IDS!r} must be a list of ints")
+        ids = tuple(partitions)
+        if not all(isinstance(j, int) and not isinstance(j, bool) for j in ids):
+            raise ContractError(f"train instruction {PARTITION_IDS!r} must be a list of ints")
+        payload = config.get(PAYLOAD, PAYLOAD_SIGN_VOTE)
+        buffers = _strings(config, BUFFER_KEYS) if BUFFER_KEYS in config else ()
+        return cls(
+            server_round=_int(config, SERVER_ROUND, 1),
+            step=_int(config, STEP),
+            seed=_int(config, SEED),
+            worker_index=_int(config, WORKER_INDEX),
+            num_workers=_int(config, NUM_WORKERS, 1),
+            num_partitions=_int(config, NUM_PARTITIONS, 1),
+            partition_ids=ids,
+            partition_batch_size=_int(config, PARTITION_BATCH_SIZE, 1),
+            vote_keys=_strings(config, VOTE_KEYS),
+            num_coordinates=_int(config, NUM_COORDINATES),
+            buffer_keys=buffers,
+            payload=str(payload),
+        )
+
+
+class _NamedParameters(Protocol):
+    def named_parameters(self) -> Iterable[tuple[str, Any]]: ...
+
+
+def vote_keys(model: _NamedParameters) -> list[str]:
+    """Return the names a vote covers for ``model``: its trainable parameters, in order.
+
+    Duck-typed on ``named_parameters()`` (a ``torch.nn.Module``), so the server can call it
+    without this module importing torch. Frozen parameters (``requires_grad=False``) and
+    buffers are not voted on.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (only its parameter names and ``requires_grad`` flags are read).
+
+    Returns
+    -------
+    list[str]
+        The names to pass as the strategy's ``trainable_keys``.
+    """
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
+def buffer_keys(state_keys: Iterable[str], voted: Iterable[str]) -> list[str]:
+    """Return the keys of a state dict reported as buffers: batch-norm statistics not voted on.
+
+    Parameters
+    ----------
+    state_keys : Iterable[str]
+        Keys of the model's state dict, in order.
+    voted : Iterable[str]
+        The vote's keys.
+
+    Returns
+    -------
+    list[str]
+        Keys ending in one of :data:`BUFFER_SUFFIXES` that are not voted on, in order.
+    """
+    voted_set = set(voted)
+    return [k for k in state_keys if k.endswith(BUFFER_SUFFIXES) and k not in voted_set]
