@@ -88,6 +88,8 @@ _REFERENCE_BLOCK_BYTES = 1 << 15
 _STAGING_WORDS = 8 * 1024
 # Accepted values of ``kernel=`` (``None`` means the first).
 _KERNELS = ("numba", "reference")
+
+
 # --------------------------------------------------------------------------- helpers
 
 

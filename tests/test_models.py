@@ -1,22 +1,16 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from fl_election.models import (
-    MODELS,
-    buffer_arrays,
-    buffer_names,
-    create_model,
-    flat_grad,
-    load_buffer_arrays,
-    load_trainable_arrays,
-    num_trainable,
-    trainable_arrays,
-    trainable_names,
-)
+from fl_election.contract import ContractError, buffer_keys, vote_keys
+from fl_election.models import MODELS, create_model
+from fl_election.training import partition_gradients, vote_parameters
+
+
+def num_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in vote_parameters(model))
 
 
 def test_registry() -> None:
@@ -48,7 +42,7 @@ def test_resnet18_cifar_parameter_count_and_shapes() -> None:
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    names = buffer_names(model)
+    names = buffer_keys(model.state_dict(), vote_keys(model))
     assert names and all("running_" in n for n in names)
     assert not any("num_batches_tracked" in n for n in names)
     # 20 BatchNorm layers (stem, 16 in blocks, 3 projection shortcuts), two float buffers each.
@@ -87,68 +81,45 @@ def _toy_model() -> nn.Module:
     return model
 
 
-def test_trainable_names_and_flat_grad_order() -> None:
+def test_vote_keys_skip_frozen_parameters_and_gradients_follow_their_order() -> None:
     model = _toy_model()
-    assert trainable_names(model) == ["0.weight", "1.weight", "1.bias", "2.weight", "2.bias"]
+    keys = vote_keys(model)
+    assert keys == ["0.weight", "1.weight", "1.bias", "2.weight", "2.bias"]
     assert num_trainable(model) == 12 + 4 + 4 + 8 + 2
-    model(torch.randn(6, 3)).sum().backward()
-    grads = flat_grad(model)
-    assert grads.dtype == torch.float32 and grads.shape == (30,)
-    expected = torch.cat(
-        [
-            model[0].weight.grad.reshape(-1),
-            model[1].weight.grad.reshape(-1),
-            model[1].bias.grad.reshape(-1),
-            model[2].weight.grad.reshape(-1),
-            model[2].bias.grad.reshape(-1),
-        ]
-    )
-    torch.testing.assert_close(grads, expected)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 0, 1, 1, 0])
+    model(x).sum()  # the vote order is the server's, not named_parameters order:
+    reordered = list(reversed(keys))
+    grads, _ = partition_gradients(model, [(x, y)], parameters=vote_parameters(model, reordered))
+    assert grads.shape == (1, 30)
+    model.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    expected = torch.cat([dict(model.named_parameters())[k].grad.reshape(-1) for k in reordered])
+    torch.testing.assert_close(grads[0], expected)
 
 
-def test_flat_grad_fills_missing_gradients_with_zeros() -> None:
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["0.bias"], "frozen parameter"),
+        (["1.running_mean"], "is a buffer"),
+        (["nope"], "not in the model"),
+    ],
+)
+def test_vote_parameters_refuse_what_is_not_trainable(keys: list[str], message: str) -> None:
+    with pytest.raises(ContractError, match=message):
+        vote_parameters(_toy_model(), keys)
+
+
+def test_vote_parameters_check_the_length() -> None:
+    with pytest.raises(
+        ContractError, match="cover 30 coordinates on this node, the server expects 31"
+    ):
+        vote_parameters(_toy_model(), None, 31)
+
+
+def test_buffer_keys_are_the_float_statistics_not_voted_on() -> None:
     model = _toy_model()
-    model[2].weight.grad = torch.ones_like(model[2].weight)
-    grads = flat_grad(model)
-    assert grads.shape == (30,)
-    assert float(grads.sum()) == 8.0
-
-
-def test_buffer_names_exclude_integer_buffers() -> None:
-    model = _toy_model()
-    assert buffer_names(model) == ["1.running_mean", "1.running_var"]
-    state_keys = list(model.state_dict())
-    assert "1.num_batches_tracked" in state_keys
-
-
-def test_array_round_trips() -> None:
-    source = create_model("cnn", (1, 8, 8), 10, seed=1)
-    target = create_model("cnn", (1, 8, 8), 10, seed=2)
-    arrays = trainable_arrays(source)
-    assert all(a.dtype == np.float32 for a in arrays)
-    load_trainable_arrays(target, arrays)
-    for a, b in zip(source.parameters(), target.parameters(), strict=True):
-        assert torch.equal(a, b)
-    # Copies, not views: changing the arrays does not touch the model.
-    arrays[0][...] = 0
-    assert not torch.equal(
-        source.state_dict()[trainable_names(source)[0]], torch.zeros(arrays[0].shape)
-    )
-
-    bn_model = _toy_model()
-    new_buffers = [np.full(4, 2.0, np.float32), np.full(4, 3.0, np.float32)]
-    load_buffer_arrays(bn_model, new_buffers)
-    for got, want in zip(buffer_arrays(bn_model), new_buffers, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
-def test_array_loading_validates_count_and_shapes() -> None:
-    model = _toy_model()
-    arrays = trainable_arrays(model)
-    with pytest.raises(ValueError, match="expected 5"):
-        load_trainable_arrays(model, arrays[:-1])
-    arrays[0] = np.zeros((2, 2), np.float32)
-    with pytest.raises(ValueError, match="0.weight"):
-        load_trainable_arrays(model, arrays)
-    with pytest.raises(ValueError):
-        load_buffer_arrays(model, [np.zeros(4, np.float32)])
+    assert buffer_keys(model.state_dict(), vote_keys(model)) == [
+        "1.running_mean",
+        "1.running_var",
+    ]

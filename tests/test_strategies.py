@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
+from fl_election import contract
 from fl_election.codes import AllocationCode, uncoded
-from fl_election.strategies import ElectionCoding, FullGradientMedian
+from fl_election.contract import ContractError, TrainInstruction
+from fl_election.strategies import DirectionStrategy, ElectionCoding, FullGradientMedian
 from fl_election.voting import pack_signs
 
 
@@ -48,9 +50,8 @@ def vote_reply(instruction: Message, vote: np.ndarray, **extra) -> Message:
         record["abstain"] = Array(abstain)
     for key, value in extra.items():
         record[key] = Array(value)
-    content = RecordDict(
-        {"vote": record, "metrics": MetricRecord({"num-examples": 4, "train-loss": 1.0})}
-    )
+    metrics = {"num-examples": 4, "train-loss": 1.0, "num-coordinates": vote.size}
+    content = RecordDict({"vote": record, "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=instruction)
 
 
@@ -186,7 +187,7 @@ def test_fgm_takes_the_coordinate_median_of_float_gradients():
         content = RecordDict(
             {
                 "vote": ArrayRecord({"gradient": Array(g)}),
-                "metrics": MetricRecord({"num-examples": 1}),
+                "metrics": MetricRecord({"num-examples": 1, "num-coordinates": 12}),
             }
         )
         replies.append(Message(content=content, reply_to=out[n]))
@@ -199,3 +200,48 @@ def test_fgm_takes_the_coordinate_median_of_float_gradients():
     )
     assert metrics["rejected-replies"] == 1
     assert metrics["uplink-bytes"] == 3 * 12 * 4
+
+
+def test_the_train_instruction_carries_the_whole_contract():
+    strategy = ElectionCoding(uncoded(3), seed=3, batch_size=30, trainable_keys=["b", "w"])
+    arrays = model_arrays()
+    arrays["bn.running_mean"] = Array(np.zeros(2, dtype=np.float32))
+    out = sent(strategy, arrays)
+    instruction = TrainInstruction.from_config(out[10].content[contract.CONFIG])
+    assert instruction.vote_keys == ("b", "w")  # the caller's order, not the record's
+    assert instruction.num_coordinates == 12
+    assert instruction.buffer_keys == ("bn.running_mean",)
+    assert instruction.partition_batch_size == 10 and instruction.seed == 3
+    assert instruction.payload == contract.PAYLOAD_SIGN_VOTE
+
+
+def test_a_vote_of_the_wrong_length_is_rejected_even_when_it_packs_to_the_same_bytes():
+    strategy = ElectionCoding(uncoded(3), trainable_keys=["w", "b"])
+    out = sent(strategy, model_arrays())
+    good = np.array([1, -1] * 6, dtype=np.int8)
+    shifted = vote_reply(out[30], np.array([1, -1] * 5 + [1], dtype=np.int8))  # d - 1 = 11
+    _, metrics = strategy.aggregate_train(
+        1, [vote_reply(out[10], good), vote_reply(out[20], good), shifted]
+    )
+    assert metrics["valid-votes"] == 2 and metrics["rejected-replies"] == 1
+
+
+def test_a_round_where_every_reply_breaks_the_contract_stops_the_run():
+    strategy = ElectionCoding(uncoded(3), trainable_keys=["w", "b"])
+    out = sent(strategy, model_arrays())
+    replies = [
+        Message(
+            Error(code=contract.CONTRACT_ERROR_CODE, reason="vote key 'b' is a buffer"),
+            reply_to=out[n],
+        )
+        for n in out
+    ]
+    with pytest.raises(ContractError, match="vote key 'b' is a buffer"):
+        strategy.aggregate_train(1, replies)
+
+
+def test_strategies_are_siblings_over_a_small_base():
+    assert issubclass(ElectionCoding, DirectionStrategy)
+    assert issubclass(FullGradientMedian, DirectionStrategy)
+    assert not issubclass(FullGradientMedian, ElectionCoding)
+    assert not hasattr(FullGradientMedian(3), "code")

@@ -5,13 +5,17 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from fl_election.models import create_model, num_trainable
+from fl_election.models import create_model
 from fl_election.training import (
     PartitionSigns,
     evaluate,
     partition_gradients,
     partition_signs,
 )
+
+
+def num_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _batches(count: int, size: int = 4, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -126,6 +130,29 @@ def test_bad_batches_are_rejected() -> None:
         partition_signs(model, _batches(1), noise_std=-1.0)
     with pytest.raises(ValueError):
         partition_gradients(model, [])
+
+
+def test_any_loss_and_targets_fn() -> None:
+    # a single-logit model with a BCE loss (the loss is whatever callable the user has)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1))
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1], dtype=torch.float32)
+    bce = nn.BCEWithLogitsLoss()
+
+    def loss_fn(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return bce(out.squeeze(-1), t)
+
+    grads, losses = partition_gradients(model, [(x, y)], loss_fn=loss_fn)
+    params = list(model.parameters())
+    manual = torch.autograd.grad(loss_fn(model(x), y), params)
+    torch.testing.assert_close(grads[0], torch.cat([g.reshape(-1) for g in manual]))
+    flipped, _ = partition_gradients(
+        model, [(x, y)], loss_fn=loss_fn, targets_fn=lambda t, out: 1 - t
+    )
+    manual = torch.autograd.grad(loss_fn(model(x), 1 - y), params)
+    torch.testing.assert_close(flipped[0], torch.cat([g.reshape(-1) for g in manual]))
+    with pytest.raises(ValueError, match="scalar"):
+        partition_signs(model, [(x, y)], loss_fn=lambda out, t: (out.squeeze(-1) - t) ** 2)
 
 
 def test_evaluate_loss_and_accuracy() -> None:
