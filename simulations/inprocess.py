@@ -17,7 +17,7 @@ from uuid import uuid4
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.serverapp import Grid
+from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -137,6 +137,45 @@ class InProcessGrid(Grid):
     ) -> Iterable[Message]:
         """Deliver the messages and return every reply (delivery is synchronous)."""
         return self.pull_messages(self.push_messages(messages))
+
+
+def run_apps(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_nodes: int,
+    run_config: Mapping[str, ConfigValue],
+    node_configs: Sequence[Mapping[str, ConfigValue]] | None = None,
+) -> InProcessGrid:
+    """Run any ServerApp against ``num_nodes`` copies of any ClientApp, in this process.
+
+    Parameters
+    ----------
+    server_app : ServerApp
+        The server side (its ``@app.main()`` function runs with the grid).
+    client_app : ClientApp
+        What every node runs.
+    num_nodes : int
+        Number of nodes.
+    run_config : Mapping[str, bool | int | float | str]
+        The run config both sides see.
+    node_configs : Sequence[Mapping[str, bool | int | float | str]] | None (default: None)
+        Per-node node configs.
+
+    Returns
+    -------
+    InProcessGrid
+        The grid, whose node contexts hold each node's state after the run.
+    """
+    grid = InProcessGrid(client_app, num_nodes, run_config, node_configs=node_configs)
+    context = Context(
+        run_id=grid.run.run_id,
+        node_id=SUPERLINK_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config),
+    )
+    server_app(grid, context)
+    return grid
 
 
 def run_inprocess(cfg: RunConfig) -> dict[str, object]:
