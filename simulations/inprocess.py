@@ -1,27 +1,32 @@
 """An in-process Flower Grid: the same ServerApp logic and ClientApp, no Ray, no SuperLink.
 
 Messages are delivered by calling the :class:`~flwr.clientapp.ClientApp` directly, one node
-after the other, each with its own :class:`~flwr.app.Context`. Contents are deep-copied on
-the way in and out, as serialization would, so a mod that edits a message cannot reach
-into the server's records. Used by the tests and by fast sweeps; a slow test checks that it
-trains the same model as the Ray simulation for the same seed.
+after the other, each with its own :class:`~flwr.app.Context`. Every message makes a round
+trip through its protobuf form on the way in and out, as on the wire, so a mod that edits a
+message cannot reach into the server's records. What it needs from Flower's internals is
+in :mod:`fl_election.simulations.flower_seam`. Used by the tests and by fast sweeps; a slow
+test checks that it trains the same model as the Ray simulation for the same seed.
 """
 
 from __future__ import annotations
 
-import copy
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
-from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid, ServerApp
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from fl_election.config import ConfigValue, RunConfig
+
+from .flower_seam import (
+    SERVER_NODE_ID,
+    Run,
+    empty_run,
+    set_message_id,
+    stamp_server_identity,
+    wire_copy,
+)
 
 #: Error code of a reply standing for an exception raised inside the ClientApp.
 CLIENT_EXCEPTION_CODE = 4200
@@ -58,11 +63,9 @@ class InProcessGrid(Grid):
         if node_configs is not None and len(node_configs) != num_nodes:
             raise ValueError("node_configs must hold one mapping per node")
         self.client_app = client_app
-        self._run = Run.create_empty(run_id)
+        self._run = empty_run(run_id)
         # Messages stamp the sender's identity; in a real deployment the runtime sets it.
-        TaskIdentity.task_id = 1
-        TaskIdentity.run_id = run_id
-        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        stamp_server_identity(run_id)
         self._replies: dict[str, Message] = {}
         self.contexts: dict[int, Context] = {}
         for i in range(num_nodes):
@@ -108,23 +111,17 @@ class InProcessGrid(Grid):
         """Deliver each message to its node now and keep the reply for pulling."""
         ids = []
         for message in messages:
-            message_id = str(uuid4())
-            message.metadata.__dict__["_message_id"] = message_id
+            message_id = set_message_id(message)
             node_id = message.metadata.dst_node_id
             if node_id not in self.contexts:
                 raise ValueError(f"no node with id {node_id}")
-            delivered = Message(
-                content=copy.deepcopy(message.content), metadata=copy.copy(message.metadata)
-            )
             try:
-                reply = self.client_app(delivered, self.contexts[node_id])
+                reply = self.client_app(wire_copy(message), self.contexts[node_id])
             except Exception as err:  # noqa: BLE001 - a crashing node must not stop the run
                 reason = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
                 reply = Message(Error(code=CLIENT_EXCEPTION_CODE, reason=reason), reply_to=message)
-            reply.metadata.__dict__["_message_id"] = str(uuid4())
-            if reply.has_content():
-                reply = Message(content=copy.deepcopy(reply.content), metadata=reply.metadata)
-            self._replies[message_id] = reply
+            set_message_id(reply)
+            self._replies[message_id] = wire_copy(reply)
             ids.append(message_id)
         return ids
 
@@ -169,7 +166,7 @@ def run_apps(
     grid = InProcessGrid(client_app, num_nodes, run_config, node_configs=node_configs)
     context = Context(
         run_id=grid.run.run_id,
-        node_id=SUPERLINK_NODE_ID,
+        node_id=SERVER_NODE_ID,
         node_config={},
         state=RecordDict(),
         run_config=dict(run_config),
