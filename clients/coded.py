@@ -151,7 +151,7 @@ def _noise_seed(seed: int, step: int, worker: int) -> int:
 
 @dataclass
 class _Computed:
-    vote: dict[str, np.ndarray]
+    vote: Mapping[str, np.ndarray[Any, Any]]
     losses: list[float]
     num_examples: int
 
@@ -197,7 +197,7 @@ def _compute(
             signs = torch.sign(gradients).to(torch.int16)
             sign_sum = signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
             payload = forge_gradient(attack, payload, sign_sum, rng)
-        vote = {contract.GRADIENT: payload}
+        vote: Mapping[str, np.ndarray[Any, Any]] = {contract.GRADIENT: payload}
         num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
         losses = [losses[r] for r in rows]
     else:
@@ -429,7 +429,9 @@ def coded_client_app(
             assert isinstance(arrays, ArrayRecord)
             net.load_state_dict(arrays.to_torch_state_dict())
             samples = node_data(context, test_data, 2 * context.node_id + 1)
-            metrics: dict[str, float | int] = dict(evaluate_model(net, loss_fn, samples))
+            metrics: dict[str, int | float | list[int] | list[float]] = dict(
+                evaluate_model(net, loss_fn, samples)
+            )
             metrics["num-examples"] = _num_samples(samples)
             return Message(RecordDict({contract.METRICS: MetricRecord(metrics)}), reply_to=msg)
 

@@ -72,7 +72,7 @@ def vote_parameters(
     parameters = dict(model.named_parameters())
     if keys is None:
         keys = [name for name, p in parameters.items() if p.requires_grad]
-    chosen = []
+    chosen: list[torch.Tensor] = []
     for key in keys:
         if key not in parameters:
             kind = "a buffer" if key in dict(model.named_buffers()) else "not in the model"

@@ -152,10 +152,8 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     stem = cfg.default_run_name
     (folder / f"{stem}.json").write_text(json.dumps(record, indent=1))
     final_arrays = result.arrays if result.arrays is not None else ArrayRecord(model.state_dict())
-    np.savez(
-        folder / f"{stem}.model.npz",
-        **{key: array.numpy() for key, array in final_arrays.items()},
-    )
+    arrays: dict[str, Any] = {key: array.numpy() for key, array in final_arrays.items()}
+    np.savez(folder / f"{stem}.model.npz", **arrays)
     _plot(record, folder / f"{stem}.png")
     log(
         INFO,

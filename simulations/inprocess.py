@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -175,7 +176,7 @@ def run_apps(
     return grid
 
 
-def run_inprocess(cfg: RunConfig) -> dict[str, object]:
+def run_inprocess(cfg: RunConfig) -> dict[str, Any]:
     """Run one experiment on an :class:`InProcessGrid` and return its JSON result."""
     from fl_election.clients.client_app import app as client_app
     from fl_election.simulations.experiment import run_experiment

@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     folders = (
         sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
     )
-    written = [plot_sweep(folder, args.figures) for folder in folders]
-    written.append(plot_main_job(args.outputs, args.figures))
-    written = [p for p in written if p is not None]
+    candidates = [plot_sweep(folder, args.figures) for folder in folders]
+    candidates.append(plot_main_job(args.outputs, args.figures))
+    written = [p for p in candidates if p is not None]
     if not written:
         print(f"no sweep results under {args.outputs}", file=sys.stderr)
         return 1

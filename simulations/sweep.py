@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.skip_existing and target.exists():
                 continue
             record = run_inprocess(cfg)
+            final: dict[str, float] = record["final"]
             print(
                 f"{name}/{cfg.run_name}: final test accuracy "
-                f"{record['final']['test-accuracy']:.4f} ({record['wall_seconds']:.0f} s)",
+                f"{final['test-accuracy']:.4f} ({record['wall_seconds']:.0f} s)",
                 flush=True,
             )
         meta = {"title": sweep["title"], "conf": sweep["conf"], "variants": sweep["variants"]}

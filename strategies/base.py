@@ -410,7 +410,7 @@ class DirectionStrategy(FedAvg):
         votes, rejected = self.collect_votes(replies)
         answered = {m.metadata.src_node_id for m in replies}
         lr = self.current_lr(server_round)
-        metrics: dict[str, float | int] = {
+        metrics: dict[str, int | float | list[int] | list[float]] = {
             "valid-votes": len(votes),
             "rejected-replies": len(rejected),
             "missing-replies": len(self._sent_to - answered),

@@ -37,6 +37,7 @@ class Net(nn.Module):
         self.out = nn.Linear(16, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return one logit per sample."""
         z = (x - self.mean) / self.std * self.input_gain
         return self.out(torch.relu(self.norm(self.hidden(z)))).squeeze(-1)
 
