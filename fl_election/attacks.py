@@ -4,7 +4,8 @@ Each attack is a small frozen dataclass (in the style of ByzFL's ``attacks.py``)
 :meth:`SignAttack.forge` turns a worker's honest vote into the vote a Byzantine worker sends.
 Attacks that act elsewhere in the pipeline (on the data, on the gradient, on the reply itself)
 say so through class-level flags, and the module provides the pure functions the client applies
-for them (:func:`flip_labels`, :func:`add_gaussian_noise`, :func:`malform`).  A registry
+for them (:func:`malform`; label flipping and gradient noise are applied by the client API,
+:mod:`fl_election.clients`, where the targets and the gradients live).  A registry
 (:data:`ATTACKS`, :func:`create_attack`) builds attacks by name from run-config values.
 
 The attack set follows Sohn, Han, Choi, Moon, "Election Coding for Distributed Learning:
@@ -49,11 +50,9 @@ __all__ = [
     "ReverseAttack",
     "SignAttack",
     "SilentAttack",
-    "add_gaussian_noise",
     "alie_z",
     "create_attack",
     "create_attack_from_config",
-    "flip_labels",
     "forge_gradient",
     "malform",
     "select_byzantine",
@@ -129,11 +128,11 @@ class SignAttack(ABC):
     needs_sign_sum : bool
         The attack needs ``sign_sum`` over all k partitions (an omniscient adversary).
     poisons_data : bool
-        The attack changes the worker's training labels before the gradient (see
-        :func:`flip_labels`).
+        The attack changes the worker's training targets before the gradient (see
+        :func:`fl_election.data.flip_targets`).
     perturbs_gradient : bool
-        The attack adds noise to each partition's gradient before the sign (see
-        :func:`add_gaussian_noise`).
+        The attack adds Gaussian noise of std ``std`` to each partition's gradient before
+        the sign.
     drops_reply : bool
         The worker sends no reply at all.
     malforms_reply : bool
@@ -383,33 +382,9 @@ class AlieAttack(SignAttack):
         return np.where(self.low_margin(sign_sum), flipped, mu).astype(np.int8)
 
 
-def flip_labels(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """Return the flipped labels ``num_classes - 1 - y`` (label-flipping data poisoning).
-
-    Parameters
-    ----------
-    y : numpy.ndarray
-        Integer class labels in ``[0, num_classes)``.
-    num_classes : int
-        Number of classes (at least 2).
-
-    Returns
-    -------
-    numpy.ndarray
-        Flipped labels, same shape and dtype as ``y``.
-    """
-    if not _is_int(num_classes) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if not isinstance(y, np.ndarray) or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError("y must be a numpy array of integer labels")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"labels must be in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
-    return (num_classes - 1 - y).astype(y.dtype)
-
-
 @dataclass(frozen=True)
 class LabelFlipAttack(SignAttack):
-    """Label flipping: the worker trains on ``num_classes - 1 - y`` (see :func:`flip_labels`).
+    """Label flipping: the worker trains on flipped targets (:func:`fl_election.data.flip_targets`).
 
     The poisoning happens before the gradient, so :meth:`forge` returns the (already poisoned)
     honest vote unchanged.
@@ -424,36 +399,11 @@ class LabelFlipAttack(SignAttack):
         return honest_vote.copy()
 
 
-def add_gaussian_noise(grad: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
-    """Return ``grad + N(0, std^2)`` noise, element-wise (noisy gradient computation).
-
-    Parameters
-    ----------
-    grad : numpy.ndarray
-        Floating-point gradient of any shape.
-    std : float
-        Noise standard deviation, finite and ``>= 0`` (the authors' run used ``1e-4``).
-    rng : numpy.random.Generator
-        Source of the noise.
-
-    Returns
-    -------
-    numpy.ndarray
-        Noisy gradient with the shape and dtype of ``grad``.
-    """
-    if not _is_real(std) or not math.isfinite(std) or std < 0:
-        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
-    if not isinstance(grad, np.ndarray) or not np.issubdtype(grad.dtype, np.floating):
-        raise ValueError("grad must be a floating-point numpy array")
-    noise = rng.normal(0.0, std, size=grad.shape)
-    return (grad + noise).astype(grad.dtype, copy=False)
-
-
 @dataclass(frozen=True)
 class GaussianNoiseAttack(SignAttack):
     """Noisy computation: Gaussian noise on every partition's gradient before the sign.
 
-    The client applies :meth:`perturb` to each partition gradient, so :meth:`forge` returns
+    The client API adds the noise to each partition gradient, so :meth:`forge` returns
     the honest vote unchanged.
 
     Parameters
@@ -469,23 +419,6 @@ class GaussianNoiseAttack(SignAttack):
     def __post_init__(self) -> None:
         if not _is_real(self.std) or not math.isfinite(self.std) or self.std < 0:
             raise ValueError(f"gaussian-noise: std must be a finite number >= 0, got {self.std!r}")
-
-    def perturb(self, grad: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Return :func:`add_gaussian_noise` of ``grad`` with this attack's ``std``.
-
-        Parameters
-        ----------
-        grad : numpy.ndarray
-            Floating-point gradient.
-        rng : numpy.random.Generator
-            Source of the noise.
-
-        Returns
-        -------
-        numpy.ndarray
-            Noisy gradient.
-        """
-        return add_gaussian_noise(grad, self.std, rng)
 
     def _forge(
         self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator
@@ -555,7 +488,7 @@ def malform(packed: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarr
 
 @dataclass(frozen=True)
 class MalformedAttack(SignAttack):
-    """Malformed payload: the client packs the vote and replaces it by :meth:`malform_payload`.
+    """Malformed payload: the Byzantine mod replaces the encoded vote by :func:`malform`.
 
     Parameters
     ----------
@@ -572,23 +505,6 @@ class MalformedAttack(SignAttack):
             raise ValueError(
                 f"malformed: kind must be one of {', '.join(MALFORM_KINDS)}, got {self.kind!r}"
             )
-
-    def malform_payload(self, packed: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
-        """Return :func:`malform` of ``packed`` with this attack's ``kind``.
-
-        Parameters
-        ----------
-        packed : numpy.ndarray
-            The well-formed 1-D uint8 payload.
-        rng : numpy.random.Generator
-            Randomness for the malformation.
-
-        Returns
-        -------
-        numpy.ndarray or None
-            The bad payload, or ``None`` for ``"missing"``.
-        """
-        return malform(packed, self.kind, rng)
 
     def _forge(
         self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator

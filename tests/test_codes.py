@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -346,13 +345,11 @@ def test_certificate_str_exact() -> None:
     assert "NOT 1-tolerant" in text and "exact" in text and "witness" in text
 
 
-def test_enumeration_k24_under_ten_seconds() -> None:
+def test_enumeration_is_exact_up_to_k24() -> None:
+    # How long it takes is benchmarks/bench_certify.py's business (BENCHMARKS.md).
     code = bernoulli(25, k=24, redundancy=8.0, seed=0)
-    start = time.perf_counter()
     cert = certify(code, 2)
-    elapsed = time.perf_counter() - start
     assert cert.exact and cert.method == "enumeration"
-    assert elapsed < 10.0
 
 
 def test_max_tolerance_matches_certify() -> None:
