@@ -36,7 +36,9 @@ DEVICE = default_device()
 
 @lru_cache(maxsize=8)
 def _parse(items: frozenset[tuple[str, ConfigValue]]) -> RunConfig:
-    return RunConfig.from_run_config(dict(items))
+    # Only the server writes outputs: a node on another machine must not refuse the run
+    # because the server's output folder does not exist there.
+    return RunConfig.from_run_config({**dict(items), "output-dir": "outputs"})
 
 
 def run_config(context: Context) -> RunConfig:

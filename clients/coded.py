@@ -22,7 +22,6 @@ Attacks reach this computation only through :mod:`fl_election.clients.attack_hoo
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from torch.utils.data import default_collate as _default_collate
 
 from fl_election import contract
 from fl_election.attacks import forge_gradient
+from fl_election.audit import sanitize
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.data import flip_targets, partition_indices, step_batch
 from fl_election.training import LossFn, partition_gradients, partition_signs, vote_parameters
@@ -285,7 +285,13 @@ def coded_train(
         arrays = msg.content[contract.ARRAYS]
         if not isinstance(arrays, ArrayRecord):
             raise ContractError(f"train message has no ArrayRecord {contract.ARRAYS!r}")
-        model.load_state_dict(arrays.to_torch_state_dict())
+        try:
+            model.load_state_dict(arrays.to_torch_state_dict())
+        except RuntimeError as error:  # torch's size / missing / unexpected key report
+            raise ContractError(
+                "the server's arrays do not fit this node's model (the two sides build "
+                f"different models): {sanitize(error, 300)}"
+            ) from error
         hook = active_attack()
         computed = _compute(model, loss_fn, data, instruction, hook, augment, noise_std)
         buffers = _buffers(model, instruction.buffer_keys)
@@ -390,23 +396,22 @@ def coded_client_app(
     """
     app = ClientApp()
     target = torch.device(device) if device is not None else default_device()
-    lock = threading.Lock()
+    # Plain dicts, no locks: Flower's simulation pickles the app for its Ray workers, and
+    # a ClientApp handles one message at a time.
     models: dict[int, nn.Module] = {}
     datasets: dict[int, Any] = {}
 
     def node_model(context: Context) -> nn.Module:
-        with lock:
-            if context.node_id not in models:
-                built = model(context) if not isinstance(model, nn.Module) else model
-                models[context.node_id] = built.to(target)
-            return models[context.node_id]
+        if context.node_id not in models:
+            built = model(context) if not isinstance(model, nn.Module) else model
+            models[context.node_id] = built.to(target)
+        return models[context.node_id]
 
     def node_data(context: Context, source: Any, key: int) -> Any:
-        with lock:
-            if key not in datasets:
-                is_data = isinstance(source, (tuple, Dataset, Mapping))
-                datasets[key] = source if is_data else source(context)
-            return datasets[key]
+        if key not in datasets:
+            is_data = isinstance(source, (tuple, Dataset, Mapping))
+            datasets[key] = source if is_data else source(context)
+        return datasets[key]
 
     @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:

@@ -30,11 +30,13 @@ Which nodes are Byzantine, in this order:
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.supercore import log
 
 from fl_election import contract
 from fl_election.attacks import SignAttack, create_attack_from_config, malform
@@ -55,8 +57,8 @@ __all__ = [
 #: the strategy treats an error reply exactly like a missing vote).
 SILENT_ERROR_CODE = 4100
 
-#: ``select(context, instruction) -> attack or None`` for the current train message.
-AttackSelector = Callable[[Context, TrainInstruction], SignAttack | None]
+#: ``select(context, instruction) -> attack, attack name or None`` for a train message.
+AttackSelector = Callable[[Context, TrainInstruction], SignAttack | str | None]
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
@@ -104,6 +106,21 @@ def attack_from_node_config(
     return create_attack_from_config(
         str(name), node_config, num_partitions=instruction.num_partitions
     )
+
+
+_ANNOUNCED: set[tuple[int, str]] = set()
+
+
+def _announce_once(node: int, row: int, attack: str) -> None:
+    if (node, attack) not in _ANNOUNCED:
+        _ANNOUNCED.add((node, attack))
+        log(INFO, "Byzantine mod: node %d (code row %d) mounts attack %r", node, row, attack)
+
+
+def _warn_once(node: int, message: str) -> None:
+    if (node, message) not in _ANNOUNCED:
+        _ANNOUNCED.add((node, message))
+        log(WARNING, "Byzantine mod: node %d: %s; it stays honest", node, message)
 
 
 def _rng(instruction: TrainInstruction) -> np.random.Generator:
@@ -160,7 +177,12 @@ def make_byzantine_mod(
         if verdict is not False:
             return verdict if isinstance(verdict, SignAttack) else None
         if select is not None:
-            return select(context, instruction)
+            chosen = select(context, instruction)
+            if isinstance(chosen, str):
+                chosen = create_attack_from_config(
+                    chosen, flat, num_partitions=instruction.num_partitions
+                )
+            return chosen
         if attack is None or instruction.worker_index not in chosen_rows:
             return None
         if isinstance(attack, SignAttack):
@@ -176,7 +198,10 @@ def make_byzantine_mod(
             return call_next(msg, context)  # the client answers with the contract error
         chosen = choose(context, instruction)
         if chosen is None or chosen.name == "none":
+            if "attack" in context.node_config and "byzantine" not in context.node_config:
+                _warn_once(context.node_id, "node config names an attack but not byzantine=true")
             return call_next(msg, context)
+        _announce_once(context.node_id, instruction.worker_index, chosen.name)
         if chosen.drops_reply:
             return Message(
                 Error(code=SILENT_ERROR_CODE, reason="silent node: no vote"), reply_to=msg

@@ -14,6 +14,10 @@ Keys use Flower's kebab-case (``byzantine-count``); attributes use snake_case
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
@@ -26,6 +30,48 @@ ConfigValue = bool | int | float | str
 
 AGGREGATIONS = ("election", "fgm")
 BYZANTINE_SELECTIONS = ("random", "worst", "explicit", "node-config")
+ATTACK_DIRECTIONS = (1, -1)
+
+# Bounds checked by :meth:`RunConfig.validate` (see the class docstring for the reasons).
+MAX_ROUNDS = 1_000_000
+"""Upper bound of ``num-server-rounds``, ``eval-every``, ``client-eval-every`` and milestones."""
+MAX_WORKERS = 1024
+"""Upper bound of ``num-workers``, ``num-partitions``, ``code-tolerance``, ``repetition-group``."""
+MAX_THREADS = 1024
+"""Upper bound of ``num-threads`` (a fixed number: clients validate the same config elsewhere)."""
+MAX_SEED = 2**32 - 1
+"""Largest ``seed`` / ``code-seed`` (every numpy and torch seeding call accepts ``[0, 2**32)``)."""
+MAX_LR = 1e3
+"""Largest ``lr``."""
+MAX_WEIGHT_DECAY = 1e3
+"""Largest ``weight-decay``."""
+MAX_LR_TIMES_WEIGHT_DECAY = 2.0
+"""``lr * weight-decay`` must stay below this, or the decay term alone diverges."""
+MAX_NOISE_STD = 1e3
+"""Largest ``grad-noise-std`` and ``attack-std``."""
+MAX_ATTACK_Z = 1e3
+"""Largest ``attack-z``."""
+MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0
+"""Largest ``round-timeout`` in seconds (one week)."""
+MAX_RUN_NAME_BYTES = 200
+"""Longest ``run-name`` (UTF-8 bytes), so ``<run-name>.model.npz`` fits in a 255-byte name."""
+MAX_PATH_BYTES = 4095
+"""Longest ``output-dir`` / ``data-root`` (bytes; Linux ``PATH_MAX`` less the NUL)."""
+MAX_PATH_COMPONENT_BYTES = 255
+"""Longest single folder name in ``output-dir`` (Linux ``NAME_MAX``)."""
+
+TRAIN_SIZES: dict[str, int] = {
+    # scikit-learn's 1797 digits less the stratified test split of fl_election.data
+    # (DIGITS_TEST_FRACTION = 0.2: ceil(0.2 * 1797) = 360 test samples), so 1437 train.
+    "digits": 1437,
+    # torchvision's standard training splits.
+    "mnist": 60_000,
+    "fashion-mnist": 60_000,
+    "cifar10": 50_000,
+}
+"""Training-set size of every dataset of :data:`fl_election.data.DATASETS`, known without
+loading it; ``batch-size`` and ``num-partitions`` may not exceed it (a test checks the digits
+number against :func:`fl_election.data.load_dataset`)."""
 
 
 def _parse_int_list(text: str, key: str) -> tuple[int, ...]:
@@ -39,54 +85,71 @@ def _parse_int_list(text: str, key: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """All knobs of one experiment, validated.
+    r"""All knobs of one experiment, validated.
+
+    Construction validates every field (:meth:`validate`): a value of the wrong type, a
+    non-finite float, an out-of-range number, an unknown choice, an unsafe file name or an
+    output folder that cannot be created raises ``ValueError`` naming the kebab-case key, so
+    that no bad setting reaches round 1. Validation loads no dataset and touches no network.
 
     Parameters
     ----------
     num_server_rounds : int (default: 150)
-        Training steps; one Flower round is one SignSGD step.
+        Training steps; one Flower round is one SignSGD step. In ``[1, 10**6]``.
     dataset : str (default: "digits")
         ``digits`` (scikit-learn's bundled set, offline), ``mnist``, ``fashion-mnist`` or
         ``cifar10`` (torchvision).
     data_root : str (default: "")
-        Folder holding torchvision datasets; empty means ``~/.cache/fl-election``.
+        Folder holding torchvision datasets; empty means ``~/.cache/fl-election``. No NUL or
+        control characters, at most 4095 bytes.
     download : bool (default: False)
         Let torchvision download a missing dataset (needs a network).
     model : str (default: "mlp")
         ``mlp``, ``cnn`` or ``resnet18``.
     num_workers : int (default: 15)
-        ``n``: workers (SuperNodes) that vote.
+        ``n``: workers (SuperNodes) that vote. In ``[1, 1024]``.
     num_partitions : int (default: 5)
         ``k``: data partitions of a Bernoulli code; 0 means ``k = n``. The other codes
         have ``k = n`` by construction and ignore it. Fewer, larger partitions make each
         partition's gradient sign less noisy (the reviewers' ``k != n`` point): on digits
-        with ``B = 240``, ``k = 5`` votes far more reliably than ``k = 15``.
+        with ``B = 240``, ``k = 5`` votes far more reliably than ``k = 15``. In
+        ``[0, min(1024, training-set size)]`` (:data:`TRAIN_SIZES`).
     code : str (default: "bernoulli")
         Allocation code: ``uncoded``, ``bernoulli``, ``deterministic`` or ``repetition``.
     redundancy : float (default: 3.0)
-        Target mean load ``r`` of a Bernoulli code.
+        Target mean load ``r`` of a Bernoulli code. Finite, in ``(0, 1024]``, and ``<= k``
+        for an election with a Bernoulli code (``p = r / k`` is a probability).
     code_seed : int (default: 0)
-        Seed of a random code.
+        Seed of a random code. In ``[0, 2**32 - 1]``.
     code_tolerance : int (default: 0)
-        ``b`` a deterministic code is built for; 0 means ``max(1, byzantine_count)``.
+        ``b`` a deterministic code is built for; 0 means ``max(1, byzantine_count)``. In
+        ``[0, 1024]``, and ``< n/2`` for a deterministic code.
     repetition_group : int (default: 3)
-        Group size of a fractional repetition code.
+        Group size of a fractional repetition code. In ``[1, 1024]``, and a divisor of ``n``
+        for an election with a repetition code.
     aggregation : str (default: "election")
         ``election`` (packed sign votes) or ``fgm`` (float gradients, coordinate-wise median).
     batch_size : int (default: 240)
-        Global minibatch ``B`` per step, cut into ``k`` slices of ``B // k``.
+        Global minibatch ``B`` per step, cut into ``k`` slices of ``B // k``. In
+        ``[k, training-set size]`` (:data:`TRAIN_SIZES`: digits 1437, mnist and
+        fashion-mnist 60000, cifar10 50000), so that every slice holds a sample and no
+        batch is larger than the data.
     lr : float (default: 0.001)
-        Server learning rate.
+        Server learning rate. Finite, in ``(0, 1000]``, and ``lr * weight_decay < 2``: the
+        decay term multiplies the weights by ``1 - lr * weight_decay`` every step, which
+        diverges (and overflows float32 to a NaN model) beyond 2, with or without momentum.
     lr_milestones : str (default: "50,100")
         Comma-separated steps at which the learning rate is multiplied by ``lr_gamma``.
+        Integers in ``[1, 10**6]``, strictly increasing; empty means no decay.
     lr_gamma : float (default: 0.1)
-        Learning-rate decay factor.
+        Learning-rate decay factor. In ``(0, 1]``.
     momentum : float (default: 0.9)
-        Server-side momentum (SPEC section 1).
+        Server-side momentum (SPEC section 1). In ``[0, 1)``.
     weight_decay : float (default: 0.0001)
-        Weight decay added to the voted direction.
+        Weight decay added to the voted direction. Finite, in ``[0, 1000]`` (and see ``lr``).
     seed : int (default: 0)
         Seed of the data split, the per-step minibatches, the model init and the attacks.
+        In ``[0, 2**32 - 1]``.
     attack : str (default: "omniscient")
         What Byzantine workers send (see :mod:`fl_election.attacks`).
     byzantine_count : int (default: 6)
@@ -98,32 +161,59 @@ class RunConfig:
         with ``--node-config "byzantine=true"``; ``byzantine_count`` is then only the
         budget ``b`` the code is certified for).
     byzantine_ids : str (default: "")
-        Comma-separated worker indices for ``explicit`` selection.
+        Comma-separated worker indices for ``explicit`` selection; must parse as integers
+        whatever the selection, and be ``byzantine_count`` distinct indices in ``[0, n)``
+        for ``explicit``.
     attack_direction : int (default: 1)
-        +1 or -1, for the ``directional`` attack.
+        +1 or -1, for the ``directional`` attack (checked whatever the attack).
     attack_z : float (default: 1.0)
-        Margin threshold of the ``alie`` attack.
+        Margin threshold of the ``alie`` attack. Finite, in ``[0, 1000]``.
     attack_std : float (default: 0.0001)
-        Noise standard deviation of the ``gaussian-noise`` attack.
+        Noise standard deviation of the ``gaussian-noise`` attack. Finite, in ``[0, 1000]``.
     malformed_kind : str (default: "garbage")
-        Payload of the ``malformed`` attack: dtype, length, nan, missing or garbage.
+        Payload of the ``malformed`` attack: dtype, length, nan, missing or garbage (checked
+        whatever the attack).
     grad_noise_std : float (default: 0.0)
         Gaussian noise added to every honest worker's gradients before the sign (the
-        paper's noisy-computation experiment, Fig. A.4b).
+        paper's noisy-computation experiment, Fig. A.4b). Finite, in ``[0, 1000]`` (far
+        beyond any gradient's scale: the signs are pure noise well before that).
     eval_every : int (default: 10)
-        Central test-set evaluation every this many rounds (and at the last round).
+        Central test-set evaluation every this many rounds (and at the last round). In
+        ``[1, 10**6]``.
     client_eval_every : int (default: 0)
-        Federated evaluation on the clients every this many rounds; 0 disables it.
+        Federated evaluation on the clients every this many rounds; 0 disables it. In
+        ``[0, 10**6]``.
     round_timeout : float (default: 600.0)
         Seconds to wait for the replies of one round; a node that misses it is counted as
-        missing and the vote goes on without it.
+        missing and the vote goes on without it. Finite, in ``(0, 604800]`` (one week).
     output_dir : str (default: "outputs")
         Where the JSON result and the plot go (relative paths resolve against the
-        ``FL_ELECTION_OUTPUT_ROOT`` environment variable, else the working directory).
+        ``FL_ELECTION_OUTPUT_ROOT`` environment variable, else the working directory). No
+        NUL or control characters, at most 4095 bytes and 255 bytes per folder name. An
+        absolute path (after ``~`` expansion) must be creatable now: its nearest existing
+        ancestor (or itself) must be a writable directory; nothing is created. A relative
+        path is resolved only when the run saves, so only its text is checked.
     run_name : str (default: "")
-        File stem of the outputs; empty derives one from the config.
+        File stem of the outputs; empty derives one from the config. A plain file name: no
+        ``/`` or ``\``, no NUL or control characters, not ``.`` or ``..``, at most 200
+        UTF-8 bytes.
     num_threads : int (default: 1)
-        Torch CPU threads per ClientApp.
+        Torch CPU threads per ClientApp. In ``[1, 1024]``.
+    min_valid_votes : int (default: 0)
+        Accepted votes a round needs to be applied (:mod:`fl_election.quorum`); 0 means
+        ``2b + 1``. In ``[0, num-workers]``.
+    max_rounds_below_quorum : int (default: 3)
+        Rounds in a row below quorum after which the run stops with an error naming the
+        missing nodes. In ``[1, 10**6]``.
+    reassign_after : int (default: 3)
+        A code row whose node gave no accepted vote for this many rounds in a row (or left)
+        moves to a connected node without a row; 0 never moves rows. In ``[0, 10**6]``.
+    checkpoint_every : int (default: 10)
+        Write ``<output-dir>/<run-name>.ckpt.npz`` (atomically) every this many rounds; 0
+        never. In ``[0, 10**6]``.
+    resume : bool (default: False)
+        Start from the run's checkpoint when there is one (same config, other than
+        ``num-server-rounds``, ``checkpoint-every`` and ``resume``).
     """
 
     num_server_rounds: int = 150
@@ -161,6 +251,11 @@ class RunConfig:
     output_dir: str = "outputs"
     run_name: str = ""
     num_threads: int = 1
+    min_valid_votes: int = 0
+    max_rounds_below_quorum: int = 3
+    reassign_after: int = 3
+    checkpoint_every: int = 10
+    resume: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -303,48 +398,112 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Check every field; raise ``ValueError`` naming the first bad setting."""
+        """Check every field; raise ``ValueError`` naming the first bad setting's key.
+
+        The bounds are those of the class docstring. Nothing is loaded or created: the
+        dataset sizes come from :data:`TRAIN_SIZES`, and an absolute ``output-dir`` is only
+        checked to be creatable (its nearest existing ancestor a writable directory).
+        """
         from fl_election import attacks, codes, data, models
 
         def need(ok: bool, message: str) -> None:
             if not ok:
                 raise ValueError(f"invalid run config: {message}")
 
+        def int_in(key: str, value: int, low: int, high: int) -> None:
+            need(low <= value <= high, f"{key} must be an integer in [{low}, {high}], got {value}")
+
+        def real_in(
+            key: str, value: float, low: float, high: float, *, open_low: bool = False
+        ) -> None:
+            above = low < value if open_low else low <= value
+            need(
+                _is_finite(value) and above and value <= high,
+                f"{key} must be a finite number in {'(' if open_low else '['}{low:g}, {high:g}], "
+                f"got {value!r}",
+            )
+
+        def one_of(key: str, value: str, choices: Any) -> None:
+            need(value in choices, f"{key} {value!r} is not one of {list(choices)}")
+
+        for field in fields(self):
+            problem = _type_problem(getattr(self, field.name), field.type)
+            need(problem is None, f"{field.name.replace('_', '-')} {problem}")
+
         n = self.num_workers
-        need(
-            self.num_server_rounds >= 1,
-            f"num-server-rounds must be >= 1, got {self.num_server_rounds}",
-        )
+        int_in("num-server-rounds", self.num_server_rounds, 1, MAX_ROUNDS)
         need(
             self.dataset in data.DATASETS,
             f"dataset {self.dataset!r} is not one of {list(data.DATASETS)}",
         )
+        train_size = TRAIN_SIZES[self.dataset]
+        problem = _path_text_problem(self.data_root)
+        need(problem is None, f"data-root {problem}, got {self.data_root!r}")
         need(
             self.model in models.MODELS, f"model {self.model!r} is not one of {list(models.MODELS)}"
         )
-        need(n >= 1, f"num-workers must be >= 1, got {n}")
+        int_in("num-workers", n, 1, MAX_WORKERS)
         need(
-            self.num_partitions >= 0,
-            f"num-partitions must be >= 0 (0 means n), got {self.num_partitions}",
+            0 <= self.num_partitions <= min(MAX_WORKERS, train_size),
+            f"num-partitions must be an integer in [0, {min(MAX_WORKERS, train_size)}] "
+            f"(0 means n; at most {MAX_WORKERS} and the {self.dataset} training-set size "
+            f"{train_size}), got {self.num_partitions}",
         )
         need(
             self.code in codes.CODE_FACTORIES,
             f"code {self.code!r} is not one of {sorted(codes.CODE_FACTORIES)}",
         )
-        need(self.redundancy > 0, f"redundancy must be > 0, got {self.redundancy}")
-        need(
-            self.aggregation in AGGREGATIONS,
-            f"aggregation {self.aggregation!r} is not one of {list(AGGREGATIONS)}",
-        )
+        one_of("aggregation", self.aggregation, AGGREGATIONS)
+        election = self.aggregation == "election"
+        real_in("redundancy", self.redundancy, 0, MAX_WORKERS, open_low=True)
+        if election and self.code == "bernoulli":
+            need(
+                self.redundancy <= self.k,
+                f"redundancy r = {self.redundancy:g} must be <= k = {self.k} for a Bernoulli "
+                "code (each entry is drawn with probability p = r / k)",
+            )
+        int_in("code-seed", self.code_seed, 0, MAX_SEED)
+        int_in("code-tolerance", self.code_tolerance, 0, MAX_WORKERS)
+        int_in("repetition-group", self.repetition_group, 1, MAX_WORKERS)
+        if election and self.code == "repetition":
+            need(
+                n % self.repetition_group == 0,
+                f"repetition-group {self.repetition_group} must divide num-workers n = {n}",
+            )
         need(
             self.batch_size >= self.k,
             f"batch-size ({self.batch_size}) must be >= the number of partitions k = {self.k}, "
             "so that every partition slice holds at least one sample",
         )
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 < self.lr_gamma <= 1, f"lr-gamma must be in (0, 1], got {self.lr_gamma}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0, f"weight-decay must be >= 0, got {self.weight_decay}")
+        need(
+            self.batch_size <= train_size,
+            f"batch-size ({self.batch_size}) must be <= the {self.dataset} training-set size "
+            f"{train_size}",
+        )
+        real_in("lr", self.lr, 0, MAX_LR, open_low=True)
+        try:
+            milestones = self.milestones
+        except ValueError as err:
+            raise ValueError(f"invalid run config: {err}") from None
+        need(
+            all(1 <= m <= MAX_ROUNDS for m in milestones)
+            and all(a < b for a, b in zip(milestones, milestones[1:], strict=False)),
+            f"lr-milestones must be strictly increasing integers in [1, {MAX_ROUNDS}], "
+            f"got {self.lr_milestones!r}",
+        )
+        real_in("lr-gamma", self.lr_gamma, 0, 1, open_low=True)
+        need(
+            _is_finite(self.momentum) and 0 <= self.momentum < 1,
+            f"momentum must be in [0, 1), got {self.momentum!r}",
+        )
+        real_in("weight-decay", self.weight_decay, 0, MAX_WEIGHT_DECAY)
+        need(
+            self.lr * self.weight_decay < MAX_LR_TIMES_WEIGHT_DECAY,
+            f"lr * weight-decay = {self.lr:g} * {self.weight_decay:g} must be < "
+            f"{MAX_LR_TIMES_WEIGHT_DECAY:g} (beyond it the decay term makes the weights "
+            "diverge)",
+        )
+        int_in("seed", self.seed, 0, MAX_SEED)
         need(
             0 <= self.byzantine_count < n / 2,
             f"byzantine-count b = {self.byzantine_count} must satisfy 0 <= b < n/2 = {n / 2:g} "
@@ -355,8 +514,11 @@ class RunConfig:
             f"byzantine-selection {self.byzantine_selection!r} is not one of "
             f"{list(BYZANTINE_SELECTIONS)}",
         )
-        if self.byzantine_selection == "explicit":
+        try:
             ids = self.explicit_byzantine_ids
+        except ValueError as err:
+            raise ValueError(f"invalid run config: {err}") from None
+        if self.byzantine_selection == "explicit":
             need(
                 len(ids) == self.byzantine_count,
                 f"byzantine-ids lists {len(ids)} worker(s) but byzantine-count is "
@@ -370,20 +532,112 @@ class RunConfig:
             self.attack in attacks.ATTACKS,
             f"attack {self.attack!r} is not one of {sorted(attacks.ATTACKS)}",
         )
-        # Let the attack and the code check their own parameters (clear ValueErrors).
-        self.create_attack()
-        need(self.grad_noise_std >= 0, f"grad-noise-std must be >= 0, got {self.grad_noise_std}")
-        need(self.eval_every >= 1, f"eval-every must be >= 1, got {self.eval_every}")
         need(
-            self.client_eval_every >= 0,
-            f"client-eval-every must be >= 0, got {self.client_eval_every}",
+            self.attack_direction in ATTACK_DIRECTIONS,
+            f"attack-direction must be +1 or -1, got {self.attack_direction}",
         )
-        need(self.round_timeout > 0, f"round-timeout must be > 0, got {self.round_timeout}")
-        need(self.num_threads >= 1, f"num-threads must be >= 1, got {self.num_threads}")
-        self.milestones  # noqa: B018  (parses, raising on a malformed list)
+        real_in("attack-z", self.attack_z, 0, MAX_ATTACK_Z)
+        real_in("attack-std", self.attack_std, 0, MAX_NOISE_STD)
+        one_of("malformed-kind", self.malformed_kind, attacks.MALFORM_KINDS)
+        # Let the attack check its own parameters too (clear ValueErrors).
+        self.create_attack()
+        real_in("grad-noise-std", self.grad_noise_std, 0, MAX_NOISE_STD)
+        int_in("eval-every", self.eval_every, 1, MAX_ROUNDS)
+        int_in("client-eval-every", self.client_eval_every, 0, MAX_ROUNDS)
+        real_in("round-timeout", self.round_timeout, 0, MAX_ROUND_TIMEOUT, open_low=True)
+        int_in("num-threads", self.num_threads, 1, MAX_THREADS)
+        int_in("min-valid-votes", self.min_valid_votes, 0, n)
+        int_in("max-rounds-below-quorum", self.max_rounds_below_quorum, 1, MAX_ROUNDS)
+        int_in("reassign-after", self.reassign_after, 0, MAX_ROUNDS)
+        int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
+        problem = _output_dir_problem(self.output_dir)
+        need(problem is None, f"output-dir {problem}, got {self.output_dir!r}")
+        problem = _run_name_problem(self.run_name)
+        need(problem is None, f"run-name {problem}, got {self.run_name!r}")
         if self.code == "deterministic":
             b = self.code_params["b"]
             need(b < n / 2, f"code-tolerance b = {b} must be < n/2 = {n / 2:g}")
+
+
+def _is_finite(value: float) -> bool:
+    """``math.isfinite`` that answers False (instead of raising) for a huge int."""
+    try:
+        return math.isfinite(value)
+    except (OverflowError, TypeError):
+        return False
+
+
+def _type_problem(value: object, annotation: Any) -> str | None:
+    """Describe why ``value`` does not fit a field annotated ``annotation``, or None."""
+    type_name = annotation if isinstance(annotation, str) else annotation.__name__
+    not_bool = not isinstance(value, bool)
+    if type_name == "bool":
+        ok, wanted = isinstance(value, bool), "a boolean"
+    elif type_name == "int":
+        ok, wanted = isinstance(value, numbers.Integral) and not_bool, "an integer"
+    elif type_name == "float":
+        ok, wanted = isinstance(value, numbers.Real) and not_bool, "a number"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    return None if ok else f"must be {wanted}, got {value!r}"
+
+
+def _path_text_problem(text: str, max_bytes: int = MAX_PATH_BYTES) -> str | None:
+    """Describe why ``text`` cannot name a file or folder, or None."""
+    if "\x00" in text:
+        return "must not contain a NUL byte"
+    if any(unicodedata.category(char) == "Cc" for char in text):
+        return "must not contain control characters"
+    try:
+        raw = os.fsencode(text)
+    except UnicodeError:
+        return "must be encodable as a file name"
+    if len(raw) > max_bytes:
+        return f"must be at most {max_bytes} bytes long (is {len(raw)})"
+    return None
+
+
+def _output_dir_problem(text: str) -> str | None:
+    """Describe why the run could not create ``output-dir`` and write into it, or None.
+
+    Relative paths resolve only when the run saves (``FL_ELECTION_OUTPUT_ROOT`` or the
+    working directory of that moment), so only their text is checked. For an absolute path
+    the nearest existing ancestor (or the path itself) must be a writable, searchable
+    directory; nothing is created.
+    """
+    problem = _path_text_problem(text)
+    if problem is not None:
+        return problem
+    if any(len(part) > MAX_PATH_COMPONENT_BYTES for part in os.fsencode(text).split(b"/")):
+        return f"must not hold a folder name longer than {MAX_PATH_COMPONENT_BYTES} bytes"
+    path = os.path.expanduser(text)
+    if not os.path.isabs(path):
+        return None
+    probe = path.rstrip(os.sep) or os.sep
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        return f"cannot be created: {probe!r} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot be created or written: {probe!r} is not a writable directory"
+    return None
+
+
+def _run_name_problem(name: str) -> str | None:
+    """Describe why ``name`` is not a safe file stem, or None (empty is fine: derived)."""
+    if not name:
+        return None
+    problem = _path_text_problem(name, MAX_RUN_NAME_BYTES)
+    if problem is not None:
+        return problem
+    if "/" in name or "\\" in name:
+        return "must be a plain file name, without '/' or '\\'"
+    if name in (".", ".."):
+        return "must not be '.' or '..'"
+    return None
 
 
 def _coerce(key: str, value: ConfigValue, annotation: Any) -> ConfigValue:
@@ -401,7 +655,13 @@ def _coerce(key: str, value: ConfigValue, annotation: Any) -> ConfigValue:
             return int(value)
     elif type_name == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError(
+                    f"run-config key {key!r} must be a finite float, got an integer too large "
+                    "for a float"
+                ) from None
     elif type_name == "str":
         if isinstance(value, str):
             return value

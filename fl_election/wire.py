@@ -38,6 +38,9 @@ VOTE_KEYS = (SIGNS, ABSTAIN, ABSTAIN_ZLIB)
 
 #: A compressed abstain plane is sent only when it saves at least this fraction.
 MIN_SAVING = 1 / 8
+#: Bytes beyond the plane's size a received compressed plane may have (zlib's header and
+#: checksum on tiny planes); anything longer is refused before it is inflated.
+ZLIB_SLACK = 64
 
 
 def encode_vote(vote: Any) -> dict[str, UInt8Array]:
@@ -95,7 +98,8 @@ def decode_vote(
     ------
     ValueError
         On a missing sign plane, an unknown array, both abstain forms, a wrong dtype or
-        shape, or a compressed plane that is not valid zlib of exactly the plane's size.
+        shape, or a compressed plane that is longer than the plane, is not valid zlib of
+        exactly the plane's size, or has data after its end.
     """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
@@ -115,6 +119,9 @@ def decode_vote(
     data = np.asarray(arrays[ABSTAIN_ZLIB])
     if data.dtype != np.uint8 or data.ndim != 1:
         raise ValueError(f"{ABSTAIN_ZLIB!r} must be a 1-D uint8 array")
+    if data.size > num_bytes + ZLIB_SLACK:
+        # A sender compresses only when that saves at least MIN_SAVING of the plane.
+        raise ValueError(f"{ABSTAIN_ZLIB!r} is longer than the plane it compresses")
     inflater = zlib.decompressobj()
     try:
         # Bounded: a hostile payload cannot inflate past one byte more than the plane.
@@ -123,4 +130,6 @@ def decode_vote(
         raise ValueError(f"{ABSTAIN_ZLIB!r} is not valid zlib data ({err})") from err
     if len(raw) != num_bytes or not inflater.eof:
         raise ValueError(f"{ABSTAIN_ZLIB!r} does not inflate to exactly {num_bytes} bytes")
+    if inflater.unused_data or inflater.unconsumed_tail:
+        raise ValueError(f"{ABSTAIN_ZLIB!r} has data after the end of its zlib stream")
     return signs, np.frombuffer(raw, dtype=np.uint8).copy()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterable
 from logging import INFO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -28,6 +29,8 @@ from fl_election.data import load_dataset
 from fl_election.models import create_model
 from fl_election.strategies import DirectionStrategy, ElectionCoding, FullGradientMedian
 from fl_election.training import evaluate
+
+from .checkpoint import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
 
 #: Environment variable that anchors a relative ``output-dir`` (``flwr run`` starts the
 #: ServerApp in a working directory of its own).
@@ -53,12 +56,16 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "weight_decay": cfg.weight_decay,
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
+        "byzantine_budget": cfg.byzantine_count,
+        "min_valid_votes": cfg.min_valid_votes or None,
+        "max_rounds_below_quorum": cfg.max_rounds_below_quorum,
+        "reassign_after": cfg.reassign_after,
         "trainable_keys": trainable_keys,
         "evaluate_every": cfg.client_eval_every,
     }
     if cfg.aggregation == "fgm":
         return FullGradientMedian(cfg.num_workers, **common)
-    return ElectionCoding(cfg.allocation_code(), byzantine_budget=cfg.byzantine_count, **common)
+    return ElectionCoding(cfg.allocation_code(), **common)
 
 
 def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
@@ -88,45 +95,78 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     else:
         log(INFO, "Byzantine workers (code rows): %s, attack %r", list(byzantine), cfg.attack)
 
+    folder = output_dir(cfg)
+    stem = cfg.default_run_name
+    ckpt_path = checkpoint_path(folder, stem)
+    initial_arrays = ArrayRecord(model.state_dict())
     test_history: dict[int, dict[str, float]] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    if cfg.resume and ckpt_path.exists():
+        resumed = _resume(ckpt_path, cfg, strategy)
+        initial_arrays = ArrayRecord({k: Array(v) for k, v in resumed.arrays.items()})
+        test_history = {int(k): v for k, v in resumed.state["test_history"].items()}
+        rows = {int(k): v for k, v in resumed.state["rows"].items()}
+        log(INFO, "Resuming %s after round %d (%s)", stem, resumed.round, ckpt_path)
+    offset = strategy.round_offset
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        last = server_round == cfg.num_server_rounds
-        if server_round % cfg.eval_every and not last:
-            return None
-        model.load_state_dict(arrays.to_torch_state_dict())
-        loss, accuracy = evaluate(model, splits.test_x, splits.test_y)
-        test_history[server_round] = {"test-loss": loss, "test-accuracy": accuracy}
-        log(
-            INFO,
-            "round %d/%d: test accuracy %.4f, test loss %.4f (%.0f s)",
-            server_round,
-            cfg.num_server_rounds,
-            accuracy,
-            loss,
-            time.time() - started,
-        )
-        return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
+        run_round = server_round + offset
+        if server_round == 0 and offset:
+            return None  # a resumed run has evaluated its starting point already
+        metrics = None
+        last = run_round == cfg.num_server_rounds
+        if run_round % cfg.eval_every == 0 or last:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            loss, accuracy = evaluate(model, splits.test_x, splits.test_y)
+            test_history[run_round] = {"test-loss": loss, "test-accuracy": accuracy}
+            log(
+                INFO,
+                "round %d/%d: test accuracy %.4f, test loss %.4f (%.0f s)",
+                run_round,
+                cfg.num_server_rounds,
+                accuracy,
+                loss,
+                time.time() - started,
+            )
+            metrics = MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
+        if cfg.checkpoint_every and server_round and run_round % cfg.checkpoint_every == 0:
+            _checkpoint(ckpt_path, cfg, strategy, arrays, rows, test_history)
+        return metrics
 
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=cfg.num_server_rounds,
-        timeout=cfg.round_timeout,
-        train_config=ConfigRecord(),
-        evaluate_fn=evaluate_fn,
-    )
+    # Flower keeps the round's metrics in the result it returns at the end; the rows a
+    # checkpoint needs are collected as the rounds go.
+    original_aggregate_train = strategy.aggregate_train
+
+    def aggregate_train(
+        server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        arrays, metrics = original_aggregate_train(server_round, replies)
+        row: dict[str, Any] = {"round": server_round + offset}
+        row.update(dict(metrics or {}))
+        row["audit"] = strategy.audit[-1].to_json()
+        rows[server_round + offset] = row
+        return arrays, metrics
+
+    strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
+    remaining = cfg.num_server_rounds - offset
+    result = None
+    if remaining > 0:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=initial_arrays,
+            num_rounds=remaining,
+            timeout=cfg.round_timeout,
+            train_config=ConfigRecord(),
+            evaluate_fn=evaluate_fn,
+        )
 
     rounds = []
-    for server_round in range(1, cfg.num_server_rounds + 1):
-        row: dict[str, Any] = {"round": server_round}
-        train = result.train_metrics_clientapp.get(server_round)
-        if train is not None:
-            row.update(dict(train))
-        client_eval = result.evaluate_metrics_clientapp.get(server_round)
+    for run_round in range(1, cfg.num_server_rounds + 1):
+        row = dict(rows.get(run_round, {"round": run_round}))
+        client_eval = result.evaluate_metrics_clientapp.get(run_round - offset) if result else None
         if client_eval is not None:
             row.update({f"client-{k}": v for k, v in dict(client_eval).items()})
-        row.update(test_history.get(server_round, {}))
+        row.update(test_history.get(run_round, {}))
         rounds.append(row)
     final = test_history[cfg.num_server_rounds]
     record = {
@@ -148,10 +188,8 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         "wall_seconds": time.time() - started,
         "rounds": rounds,
     }
-    folder = output_dir(cfg)
-    stem = cfg.default_run_name
     (folder / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    final_arrays = result.arrays if result.arrays is not None else ArrayRecord(model.state_dict())
+    final_arrays = result.arrays if result and result.arrays is not None else initial_arrays
     arrays: dict[str, Any] = {key: array.numpy() for key, array in final_arrays.items()}
     np.savez(folder / f"{stem}.model.npz", **arrays)
     _plot(record, folder / f"{stem}.png")
@@ -164,6 +202,58 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         folder / f"{stem}.json",
     )
     return record
+
+
+def _checkpoint(
+    path: Path,
+    cfg: RunConfig,
+    strategy: DirectionStrategy,
+    arrays: ArrayRecord,
+    rows: dict[int, dict[str, Any]],
+    test_history: dict[int, dict[str, float]],
+) -> None:
+    """Write what a resumed run needs after the strategy's last round."""
+    state = strategy.state_dict()
+    momentum = state["optimizer"].pop("buf")
+    write_checkpoint(
+        path,
+        Checkpoint(
+            arrays={key: array.numpy() for key, array in arrays.items()},
+            momentum=momentum,
+            state={
+                "config": _resumable(cfg),
+                "strategy": state,
+                "rows": {str(k): v for k, v in rows.items()},
+                "test_history": {str(k): v for k, v in test_history.items()},
+            },
+        ),
+    )
+
+
+def _resumable(cfg: RunConfig) -> dict[str, Any]:
+    """Return the config a checkpoint must match to be resumed (all but the resume knobs)."""
+    values = cfg.to_run_config()
+    for key in ("resume", "checkpoint-every", "num-server-rounds"):
+        values.pop(key, None)
+    return values
+
+
+def _resume(path: Path, cfg: RunConfig, strategy: DirectionStrategy) -> Checkpoint:
+    """Load a checkpoint into ``strategy``; refuse one of another configuration."""
+    checkpoint = read_checkpoint(path)
+    if checkpoint.state["config"] != _resumable(cfg):
+        raise ValueError(
+            f"{path} was written by another configuration; remove it or change run-name"
+        )
+    if checkpoint.round > cfg.num_server_rounds:
+        raise ValueError(
+            f"{path} holds round {checkpoint.round}, beyond num-server-rounds = "
+            f"{cfg.num_server_rounds}"
+        )
+    state = dict(checkpoint.state["strategy"])
+    state["optimizer"] = {**state["optimizer"], "buf": checkpoint.momentum}
+    strategy.load_state_dict(state)
+    return checkpoint
 
 
 def _plot(record: dict[str, Any], path: Path) -> None:

@@ -7,7 +7,7 @@ paper's float baseline. Both are siblings over ``DirectionStrategy``.
 
 from fl_election.contract import vote_keys
 
-from .base import DirectionStrategy, ParsedReply, RejectedReply
+from .base import DirectionStrategy, ParsedReply, QuorumError, RejectedReply
 from .election_coding import ElectionCoding
 from .full_gradient_median import FullGradientMedian
 
@@ -16,6 +16,7 @@ __all__ = [
     "ElectionCoding",
     "FullGradientMedian",
     "ParsedReply",
+    "QuorumError",
     "RejectedReply",
     "vote_keys",
 ]

@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from logging import INFO, WARNING
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import (
@@ -28,15 +28,18 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 from flwr.supercore import log
 
 from fl_election import contract
 from fl_election.aggregation import coordinate_median
+from fl_election.audit import Rejection, RoundAudit, sanitize
+from fl_election.codes import AllocationCode
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.optim import SignMomentumSGD, flatten_arrays, step_lr, unflatten_arrays
+from fl_election.quorum import QuorumDecision, QuorumRule
 
-__all__ = ["DirectionStrategy", "ParsedReply", "RejectedReply"]
+__all__ = ["DirectionStrategy", "ParsedReply", "QuorumError", "RejectedReply"]
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,18 @@ class ParsedReply:
 class RejectedReply(ValueError):
     """A reply that cannot take part in the vote (the reason is the message).
 
-    ``contract`` marks a reply that broke the client/server contract (a node whose model
-    does not match the vote's coordinates): when every reply of a round does, the run
-    stops with the reasons instead of training nothing.
+    ``code`` is one of :data:`fl_election.audit.REASONS`. A ``"contract"`` rejection is a
+    node whose model does not match the vote's coordinates: when every reply of a round is
+    one, the run stops with the reasons instead of training nothing.
     """
 
-    def __init__(self, reason: str, *, contract: bool = False) -> None:
-        super().__init__(reason)
-        self.contract = contract
+    def __init__(self, reason: str, *, code: str = "bad-vote") -> None:
+        super().__init__(sanitize(reason))
+        self.code = code
+
+
+class QuorumError(RuntimeError):
+    """Too many rounds in a row below quorum, or no vote ever applied: the run stops."""
 
 
 class DirectionStrategy(FedAvg):
@@ -75,6 +82,8 @@ class DirectionStrategy(FedAvg):
     ----------
     num_nodes : int
         ``n``: nodes taking part, one per row.
+    byzantine_budget : int (default: 0)
+        ``b`` the run must withstand, ``0 <= b < n/2``; it sets the quorum.
     lr : float (default: 1e-3)
         Server learning rate.
     lr_milestones : Sequence[int] (default: ())
@@ -98,6 +107,15 @@ class DirectionStrategy(FedAvg):
     buffer_keys : Sequence[str] | None (default: None)
         Float arrays nodes report after their forward passes, aggregated by coordinate-wise
         median; ``None`` takes the batch-norm running statistics not voted on.
+    min_valid_votes : int | None (default: None)
+        Accepted votes a round needs to be applied (:mod:`fl_election.quorum`); ``None``
+        means ``2b + 1``.
+    max_rounds_below_quorum : int (default: 3)
+        Rounds in a row below quorum after which the run stops with an error naming the
+        missing and rejected nodes.
+    reassign_after : int (default: 3)
+        A row whose node gave no accepted reply for this many rounds in a row, or left, moves
+        to a connected node that has no row (node churn); 0 never moves rows.
     evaluate_every : int (default: 0)
         Federated evaluation every this many rounds; 0 disables it.
     node_wait_timeout : float (default: 300.0)
@@ -107,11 +125,12 @@ class DirectionStrategy(FedAvg):
     #: What nodes send back (:data:`fl_election.contract.PAYLOADS`).
     payload: ClassVar[str] = contract.PAYLOAD_SIGN_VOTE
 
-    # pylint: disable=too-many-arguments,too-many-instance-attributes
+    # pylint: disable=too-many-arguments,too-many-instance-attributes,too-many-locals
     def __init__(
         self,
         num_nodes: int,
         *,
+        byzantine_budget: int = 0,
         lr: float = 1e-3,
         lr_milestones: Sequence[int] = (),
         lr_gamma: float = 0.1,
@@ -121,17 +140,29 @@ class DirectionStrategy(FedAvg):
         batch_size: int = 240,
         trainable_keys: Sequence[str] | None = None,
         buffer_keys: Sequence[str] | None = None,
+        min_valid_votes: int | None = None,
+        max_rounds_below_quorum: int = 3,
+        reassign_after: int = 3,
         evaluate_every: int = 0,
         node_wait_timeout: float = 300.0,
     ) -> None:
         if num_nodes < 1:
             raise ValueError(f"num_nodes must be >= 1, got {num_nodes}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0 <= byzantine_budget < num_nodes / 2:
+            raise ValueError(
+                f"byzantine_budget b = {byzantine_budget} must satisfy 0 <= b < n/2 = "
+                f"{num_nodes / 2:g}"
+            )
+        if not 0 < lr < float("inf"):
+            raise ValueError(f"lr must be finite and > 0, got {lr}")
         if evaluate_every < 0:
             raise ValueError(f"evaluate_every must be >= 0, got {evaluate_every}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
+        if max_rounds_below_quorum < 1:
+            raise ValueError(f"max_rounds_below_quorum must be >= 1, got {max_rounds_below_quorum}")
+        if reassign_after < 0:
+            raise ValueError(f"reassign_after must be >= 0, got {reassign_after}")
         if batch_size < self.num_partitions_for(num_nodes):
             raise ValueError(
                 f"batch_size ({batch_size}) must be >= the number of partitions "
@@ -147,21 +178,34 @@ class DirectionStrategy(FedAvg):
             configrecord_key=contract.CONFIG,
         )
         self.num_nodes = num_nodes
+        self.byzantine_budget = byzantine_budget
         self.lr = lr
         self.lr_milestones = tuple(lr_milestones)
         self.lr_gamma = lr_gamma
         self.seed = seed
         self.batch_size = batch_size
         self.trainable_keys = list(trainable_keys) if trainable_keys is not None else None
+        self._default_keys = trainable_keys is None
         self.buffer_keys = list(buffer_keys) if buffer_keys is not None else None
+        self.quorum = QuorumRule(self.allocation(), byzantine_budget, min_valid_votes)
+        self.max_rounds_below_quorum = max_rounds_below_quorum
+        self.reassign_after = reassign_after
         self.evaluate_every = evaluate_every
         self.node_wait_timeout = node_wait_timeout
         self.optimizer = SignMomentumSGD(momentum=momentum, weight_decay=weight_decay)
+        #: Rounds already done before this :meth:`start` (a resumed run); Flower's round
+        #: ``r`` is the run's round ``r + round_offset``.
+        self.round_offset = 0
         self.node_to_worker: dict[int, int] = {}
+        self.audit: list[RoundAudit] = []
+        self.rounds_applied = 0
+        self._rounds_without_vote: dict[int, int] = {}
+        self._below_quorum = 0
+        self._reassigned: list[dict[str, int]] = []
         self._arrays: ArrayRecord | None = None
         self._trainable_shapes: list[tuple[int, ...]] = []
         self._buffer_shapes: dict[str, tuple[int, ...]] = {}
-        self._sent_to: set[int] = set()
+        self._sent_to: dict[int, int] = {}
 
     # ------------------------------------------------------------------ the subclass's part
     def num_partitions_for(self, num_nodes: int) -> int:
@@ -176,6 +220,12 @@ class DirectionStrategy(FedAvg):
     def partitions_of(self, worker: int) -> tuple[int, ...]:
         """Return the partitions row ``worker`` holds (its own one unless overridden)."""
         return (worker,)
+
+    def allocation(self) -> AllocationCode:
+        """Return the rows' allocation as a code (the identity unless overridden)."""
+        return AllocationCode(
+            np.eye(self.num_nodes, dtype=np.uint8), name=f"uncoded(n={self.num_nodes})"
+        )
 
     @abstractmethod
     def parse_payload(self, vote: ArrayRecord, num_coordinates: int) -> ParsedReply:
@@ -192,7 +242,15 @@ class DirectionStrategy(FedAvg):
         """Return the aggregated direction (float32, length ``d``) and metrics."""
 
     def summary_settings(self) -> None:
-        """Log the optimizer settings (the last lines of :meth:`summary`)."""
+        """Log the quorum and optimizer settings (the last lines of :meth:`summary`)."""
+        log(
+            INFO,
+            "\t├──> Quorum: %d accepted votes (b = %d)%s; stop after %d rounds below it",
+            self.quorum.min_votes,
+            self.byzantine_budget,
+            ", answering rows re-certified" if self.quorum.full_code_certified else "",
+            self.max_rounds_below_quorum,
+        )
         log(
             INFO,
             "\t└──> Optimizer: lr %g (x%g at %s), momentum %g, weight decay %g, seed %d, batch %d",
@@ -205,9 +263,52 @@ class DirectionStrategy(FedAvg):
             self.batch_size,
         )
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ run state
+    def start(self, *args: Any, **kwargs: Any) -> Result:
+        """Run the strategy (:meth:`flwr.serverapp.strategy.Strategy.start`), failing closed.
+
+        Raises
+        ------
+        QuorumError
+            When no round's vote was ever applied: the run trained nothing.
+        """
+        result = super().start(*args, **kwargs)
+        if self.rounds_applied == 0:
+            raise QuorumError(
+                "no round's vote was ever applied (every round was below quorum or had no "
+                "valid reply); the model is the initial one"
+            )
+        return result
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what a resumed run needs from the strategy (JSON-ready, plus the buffer)."""
+        return {
+            "round": self.round_offset + len(self.audit),
+            "node_to_worker": {str(k): v for k, v in self.node_to_worker.items()},
+            "rounds_without_vote": {str(k): v for k, v in self._rounds_without_vote.items()},
+            "below_quorum": self._below_quorum,
+            "rounds_applied": self.rounds_applied,
+            "optimizer": self.optimizer.state_dict(),
+            "trainable_keys": self.trainable_keys,
+            "buffer_keys": self.buffer_keys,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: later rounds continue the run's numbering."""
+        self.round_offset = int(state["round"])
+        self.node_to_worker = {int(k): int(v) for k, v in state["node_to_worker"].items()}
+        self._rounds_without_vote = {
+            int(k): int(v) for k, v in state["rounds_without_vote"].items()
+        }
+        self._below_quorum = int(state["below_quorum"])
+        self.rounds_applied = int(state["rounds_applied"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.trainable_keys = state["trainable_keys"]
+        self.buffer_keys = state["buffer_keys"]
+
+    # ------------------------------------------------------------------ rows and churn
     def _assign_workers(self, grid: Grid) -> None:
-        """Map node ids to rows once; the mapping is then fixed for the run."""
+        """Map node ids to rows at the first round."""
         deadline = time.monotonic() + self.node_wait_timeout
         while True:
             node_ids = sorted(grid.get_node_ids())
@@ -223,14 +324,32 @@ class DirectionStrategy(FedAvg):
         if len(node_ids) > self.num_nodes:
             log(
                 WARNING,
-                "%d nodes connected, the strategy has %d rows: the extra nodes stay idle",
+                "%d nodes connected, the strategy has %d rows: the extra nodes stand by",
                 len(node_ids),
                 self.num_nodes,
             )
         self.node_to_worker = {node: row for row, node in enumerate(node_ids[: self.num_nodes])}
 
+    def _reassign_orphans(self, connected: set[int]) -> None:
+        """Move rows of departed or long-silent nodes to connected nodes without a row."""
+        self._reassigned = []
+        if self.reassign_after == 0:
+            return
+        spare = sorted(connected - set(self.node_to_worker))
+        for node, row in sorted(self.node_to_worker.items(), key=lambda item: item[1]):
+            if not spare:
+                break
+            gone = node not in connected
+            if gone or self._rounds_without_vote.get(node, 0) >= self.reassign_after:
+                new = spare.pop(0)
+                del self.node_to_worker[node]
+                self._rounds_without_vote.pop(node, None)
+                self.node_to_worker[new] = row
+                self._reassigned.append({"row": row, "from": node, "to": new})
+                log(WARNING, "Row %d moves from node %d to node %d", row, node, new)
+
     def current_lr(self, server_round: int) -> float:
-        """Return the learning rate of a round (step ``server_round - 1``)."""
+        """Return the learning rate of a run round (step ``server_round - 1``)."""
         return step_lr(server_round - 1, self.lr, self.lr_milestones, self.lr_gamma)
 
     def _read_layout(self, arrays: ArrayRecord) -> None:
@@ -259,7 +378,7 @@ class DirectionStrategy(FedAvg):
         return int(sum(int(np.prod(s)) for s in self._trainable_shapes))
 
     def instruction(self, server_round: int, worker: int) -> TrainInstruction:
-        """Return the train instruction of row ``worker`` in ``server_round``."""
+        """Return the train instruction of row ``worker`` in run round ``server_round``."""
         assert self.trainable_keys is not None and self.buffer_keys is not None
         return TrainInstruction(
             server_round=server_round,
@@ -276,39 +395,58 @@ class DirectionStrategy(FedAvg):
             payload=self.payload,
         )
 
+    # ------------------------------------------------------------------ training
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Send every node the model and its train instruction."""
+        """Send every connected node that holds a row the model and its train instruction."""
+        run_round = server_round + self.round_offset
         if not self.node_to_worker:
             self._assign_workers(grid)
+        connected = set(grid.get_node_ids())
+        self._reassign_orphans(connected)
         self._read_layout(arrays)
         self._arrays = arrays
         messages = []
         for node_id, worker in self.node_to_worker.items():
             if not self.partitions_of(worker):  # an empty row has nothing to vote on
                 continue
+            if node_id not in connected:  # gone; counted as missing, its row waits for churn
+                continue
             node_config = ConfigRecord(dict(config))
-            node_config.update(self.instruction(server_round, worker).to_config())
+            node_config.update(self.instruction(run_round, worker).to_config())
             record = RecordDict({contract.ARRAYS: arrays, contract.CONFIG: node_config})
             messages.append(
                 Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_id)
             )
-        self._sent_to = {m.metadata.dst_node_id for m in messages}
+        self._sent_to = {
+            node: worker
+            for node, worker in self.node_to_worker.items()
+            if self.partitions_of(worker)
+        }
         log(INFO, "configure_train: sent %d train messages", len(messages))
         return messages
 
     def parse_reply(self, message: Message) -> ParsedReply:
-        """Check one reply against the contract; return it or raise :class:`RejectedReply`."""
+        """Check one reply against the contract; return it or raise :class:`RejectedReply`.
+
+        Every field a node controls is checked here, for size, dtype and finiteness after
+        the cast, before it is used; anything else in the reply is ignored.
+        """
         node = message.metadata.src_node_id
         if message.has_error():
             breach = message.error.code == contract.CONTRACT_ERROR_CODE
             raise RejectedReply(
-                f"node {node} replied with an error: {message.error.reason}", contract=breach
+                f"node {node} replied with an error: {message.error.reason}",
+                code="contract" if breach else "error",
             )
         content = message.content
         if contract.VOTE not in content.array_records:
-            raise RejectedReply(f"node {node}: reply has no ArrayRecord {contract.VOTE!r}")
+            raise RejectedReply(
+                f"node {node}: reply has no ArrayRecord {contract.VOTE!r} (a coded client "
+                "builds its reply with fl_election.clients.coded_train)",
+                code="no-vote",
+            )
         metrics = self._read_metrics(content)
         reported = metrics.get(contract.METRIC_NUM_COORDINATES)
         if reported != self.num_coordinates:
@@ -316,12 +454,12 @@ class DirectionStrategy(FedAvg):
                 f"node {node}: vote covers {reported} coordinates "
                 f"({contract.METRIC_NUM_COORDINATES!r}), the round's vote keys cover "
                 f"{self.num_coordinates}",
-                contract=True,
+                code="contract",
             )
         try:
             parsed = self.parse_payload(content.array_records[contract.VOTE], self.num_coordinates)
         except RejectedReply as reason:
-            raise RejectedReply(f"node {node}: {reason}") from reason
+            raise RejectedReply(f"node {node}: {reason}", code=reason.code) from reason
         return ParsedReply(
             node_id=node,
             payload=parsed.payload,
@@ -333,11 +471,18 @@ class DirectionStrategy(FedAvg):
 
     @staticmethod
     def _read_metrics(content: RecordDict) -> dict[str, float]:
+        """Finite scalar metrics of a reply (lists and anything that does not convert dropped)."""
         metrics: dict[str, float] = {}
         record = content.metric_records.get(contract.METRICS)
         for key, value in (record or {}).items():
-            if isinstance(value, (int, float)) and np.isfinite(value):
-                metrics[key] = float(value)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            try:
+                number = float(value)
+            except (OverflowError, ValueError):
+                continue
+            if np.isfinite(number) and abs(number) < 1e300:
+                metrics[key] = number
         return metrics
 
     def _read_buffers(self, node: int, content: RecordDict) -> dict[str, np.ndarray]:
@@ -345,25 +490,40 @@ class DirectionStrategy(FedAvg):
         if not self._buffer_shapes:
             return buffers
         if contract.BUFFERS not in content.array_records:
-            raise RejectedReply(f"node {node}: reply has no ArrayRecord {contract.BUFFERS!r}")
+            raise RejectedReply(
+                f"node {node}: reply has no ArrayRecord {contract.BUFFERS!r}", code="bad-buffers"
+            )
         record = content.array_records[contract.BUFFERS]
         for key, shape in self._buffer_shapes.items():
             if key not in record:
-                raise RejectedReply(f"node {node}: buffer {key!r} is missing")
+                raise RejectedReply(f"node {node}: buffer {key!r} is missing", code="bad-buffers")
+            array = record[key]
+            if (
+                tuple(array.shape) != shape
+                or len(array.data) > 8 * max(1, int(np.prod(shape))) + 256
+            ):
+                raise RejectedReply(f"node {node}: buffer {key!r} is malformed", code="bad-buffers")
             try:
-                value = record[key].numpy()
+                value = array.numpy()
             except Exception as err:  # noqa: BLE001 - any payload that does not decode
-                raise RejectedReply(f"node {node}: buffer {key!r} cannot be decoded") from err
+                raise RejectedReply(
+                    f"node {node}: buffer {key!r} cannot be decoded", code="bad-buffers"
+                ) from err
             if value.dtype.kind != "f" or value.shape != shape:
-                raise RejectedReply(f"node {node}: buffer {key!r} is malformed")
-            value = value.astype(np.float32)
+                raise RejectedReply(f"node {node}: buffer {key!r} is malformed", code="bad-buffers")
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = value.astype(np.float32)
             if not np.all(np.isfinite(value)):
-                raise RejectedReply(f"node {node}: buffer {key!r} is not finite in float32")
+                raise RejectedReply(
+                    f"node {node}: buffer {key!r} is not finite in float32", code="bad-buffers"
+                )
             buffers[key] = value
         return buffers
 
-    def collect_votes(self, replies: Iterable[Message]) -> tuple[list[ParsedReply], list[str]]:
-        """Validate replies: the accepted ones, and the reasons for the rejected ones.
+    def collect_votes(
+        self, replies: Iterable[Message]
+    ) -> tuple[list[ParsedReply], list[Rejection]]:
+        """Validate replies: the accepted ones, and the rejected ones with their reasons.
 
         Raises
         ------
@@ -372,29 +532,39 @@ class DirectionStrategy(FedAvg):
             train, and its nodes' models do not match the strategy's vote keys.
         """
         votes: list[ParsedReply] = []
-        rejected: list[str] = []
-        breaches: list[str] = []
+        rejected: list[Rejection] = []
         seen: set[int] = set()
         for message in replies:
             node = message.metadata.src_node_id
             try:
                 if node not in self._sent_to:
-                    raise RejectedReply(f"node {node} was not asked to vote this round")
+                    raise RejectedReply(
+                        f"node {node} was not asked to vote this round", code="unexpected"
+                    )
                 if node in seen:
-                    raise RejectedReply(f"node {node} replied twice; keeping the first reply")
+                    raise RejectedReply(
+                        f"node {node} replied twice; keeping the first reply", code="duplicate"
+                    )
+                seen.add(node)
                 vote = self.parse_reply(message)
             except RejectedReply as reason:
-                rejected.append(str(reason))
-                if reason.contract:
-                    breaches.append(str(reason))
+                rejected.append(Rejection(node, self._sent_to.get(node), reason.code, str(reason)))
                 log(WARNING, "Rejected reply: %s", reason)
                 continue
-            seen.add(node)
             votes.append(vote)
-        if breaches and len(breaches) == len(rejected) and not votes:
+        if rejected and not votes and all(r.code == "contract" for r in rejected):
+            reasons = sorted({r.reason.split(": ", 1)[-1] for r in rejected})
+            hint = (
+                " (trainable_keys was not given, so the strategy voted on every float array "
+                "but batch-norm statistics: pass trainable_keys=vote_keys(model))"
+                if self._default_keys
+                else ""
+            )
             raise ContractError(
-                "every reply broke the client/server contract, nothing can be trained: "
-                + "; ".join(sorted(set(breaches))[:5])
+                "every reply broke the client/server contract, nothing can be trained"
+                + hint
+                + ": "
+                + "; ".join(reasons[:5])
             )
         return votes, rejected
 
@@ -403,17 +573,52 @@ class DirectionStrategy(FedAvg):
         server_round: int,
         replies: Iterable[Message],
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the accepted replies into a direction and take the momentum step."""
+        """Aggregate the accepted replies into a direction and take the momentum step.
+
+        The step is taken only when the accepted votes make a quorum
+        (:class:`fl_election.quorum.QuorumRule`); otherwise the model stays unchanged.
+
+        Raises
+        ------
+        QuorumError
+            After ``max_rounds_below_quorum`` rounds in a row below quorum.
+        """
         if self._arrays is None or self.trainable_keys is None:
             raise RuntimeError("aggregate_train called before configure_train")
+        run_round = server_round + self.round_offset
         replies = list(replies)
         votes, rejected = self.collect_votes(replies)
         answered = {m.metadata.src_node_id for m in replies}
-        lr = self.current_lr(server_round)
+        voters = {v.node_id for v in votes}
+        for node in self._sent_to:
+            self._rounds_without_vote[node] = (
+                0 if node in voters else self._rounds_without_vote.get(node, 0) + 1
+            )
+        decision = self.quorum.decide(self._sent_to[v.node_id] for v in votes)
+        audit = RoundAudit(
+            round=run_round,
+            voters=sorted(self._sent_to[v.node_id] for v in votes),
+            missing=[
+                {"node": node, "row": row}
+                for node, row in sorted(self._sent_to.items())
+                if node not in answered
+            ],
+            rejected=[
+                {"node": r.node, "row": r.row, "code": r.code, "reason": r.reason} for r in rejected
+            ],
+            decision=decision.reason,
+            applied=decision.applied,
+            reassigned=list(self._reassigned),
+        )
+        self.audit.append(audit)
+        lr = self.current_lr(run_round)
         metrics: dict[str, int | float | list[int] | list[float]] = {
             "valid-votes": len(votes),
             "rejected-replies": len(rejected),
-            "missing-replies": len(self._sent_to - answered),
+            "missing-replies": len(audit.missing),
+            "missing-rows": [m["row"] for m in audit.missing],
+            "rejected-rows": [r.row for r in rejected if r.row is not None],
+            "applied": int(decision.applied),
             "uplink-bytes": int(sum(v.num_bytes for v in votes)),
             "lr": lr,
         }
@@ -421,11 +626,11 @@ class DirectionStrategy(FedAvg):
             values = [v.metrics[key] for v in votes if key in v.metrics]
             if values:  # the median: a minority of nodes cannot steer a reported metric
                 metrics[key] = float(np.median(values))
-        if not votes:
-            log(WARNING, "Round %d: no valid reply, the model is not updated", server_round)
-            return None, MetricRecord(metrics)
-        num_coordinates = self.num_coordinates
-        direction, extra = self.aggregate_payloads(votes, num_coordinates)
+        if not decision.applied:
+            return self._below(run_round, decision, audit, metrics)
+        self._below_quorum = 0
+        self.rounds_applied += 1
+        direction, extra = self.aggregate_payloads(votes, self.num_coordinates)
         metrics.update(extra)
 
         weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])
@@ -447,11 +652,45 @@ class DirectionStrategy(FedAvg):
                 new_arrays[key] = array
         return new_arrays, MetricRecord(metrics)
 
+    def _below(
+        self,
+        run_round: int,
+        decision: QuorumDecision,
+        audit: RoundAudit,
+        metrics: dict[str, int | float | list[int] | list[float]],
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Record a round below quorum; stop the run after too many in a row."""
+        self._below_quorum += 1
+        log(
+            WARNING,
+            "Round %d below quorum (%s: %d accepted votes, %d needed): the model is unchanged",
+            run_round,
+            decision.reason,
+            decision.votes,
+            decision.needed,
+        )
+        if self._below_quorum >= self.max_rounds_below_quorum:
+            absent = [f"node {m['node']} (row {m['row']})" for m in audit.missing]
+            bad = [f"node {r['node']} (row {r['row']}, {r['code']})" for r in audit.rejected]
+            raise QuorumError(
+                f"{self._below_quorum} rounds in a row below quorum (last: round {run_round}, "
+                f"{decision.reason}, {decision.votes} accepted votes, {decision.needed} "
+                f"needed); missing: {', '.join(absent) or 'none'}; rejected: "
+                f"{', '.join(bad) or 'none'}"
+            )
+        return None, MetricRecord(metrics)
+
     # ------------------------------------------------------------------ evaluation
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Federated evaluation every ``evaluate_every`` rounds (never when 0)."""
-        if self.evaluate_every == 0 or server_round % self.evaluate_every:
+        run_round = server_round + self.round_offset
+        if self.evaluate_every == 0 or run_round % self.evaluate_every:
             return []
-        return super().configure_evaluate(server_round, arrays, config, grid)
+        connected = set(grid.get_node_ids())
+        return [
+            m
+            for m in super().configure_evaluate(server_round, arrays, config, grid)
+            if m.metadata.dst_node_id in connected
+        ]

@@ -27,11 +27,15 @@ from flwr.supercore import log
 
 from fl_election.codes import AllocationCode, create_code, max_tolerance
 from fl_election.voting import global_majority, packed_agreement
-from fl_election.wire import decode_vote
+from fl_election.wire import VOTE_KEYS, decode_vote
 
 from .base import DirectionStrategy, ParsedReply, RejectedReply
 
 __all__ = ["ElectionCoding", "parse_vote"]
+
+
+#: Bytes an ``.npy`` header may add to an array's payload.
+NPY_HEADER_BYTES = 256
 
 
 def parse_vote(
@@ -39,11 +43,18 @@ def parse_vote(
 ) -> tuple[np.ndarray, np.ndarray | None, int]:
     """Decode a reply's vote record: sign plane, abstain plane, bytes that travelled.
 
-    Raises :class:`RejectedReply` on anything :func:`fl_election.wire.decode_vote` refuses
-    or that does not deserialize.
+    Names and sizes are checked before anything is deserialized, so an oversized or
+    unknown array costs nothing; then :func:`fl_election.wire.decode_vote` checks dtypes,
+    shapes and the compressed plane. Raises :class:`RejectedReply` on anything refused.
     """
+    unknown = sorted(set(vote.keys()) - set(VOTE_KEYS))
+    if unknown:
+        raise RejectedReply(f"unexpected arrays in the vote: {unknown}")
+    limit = (num_coordinates + 7) // 8 + NPY_HEADER_BYTES
     arrays: dict[str, np.ndarray] = {}
     for key in vote.keys():
+        if len(vote[key].data) > limit:
+            raise RejectedReply(f"{key!r} is larger than a plane of {num_coordinates} bits")
         try:
             arrays[key] = vote[key].numpy()
         except Exception as err:  # noqa: BLE001 - a payload that does not deserialize at all
@@ -67,12 +78,12 @@ class ElectionCoding(DirectionStrategy):
         :data:`fl_election.codes.CODE_FACTORIES` built with ``code_params``.
     code_params : Mapping[str, Any] | None (default: None)
         Parameters of a named code, e.g. ``{"n": 15, "redundancy": 3.0, "seed": 0}``.
-    byzantine_budget : int (default: 0)
-        ``b`` the deployment must withstand; :meth:`summary` certifies the code for it.
     **kwargs : Any
-        Training settings of :class:`~fl_election.strategies.DirectionStrategy`: ``lr``,
-        ``lr_milestones``, ``lr_gamma``, ``momentum``, ``weight_decay``, ``seed``,
-        ``batch_size``, ``trainable_keys``, ``buffer_keys``, ``evaluate_every``,
+        Settings of :class:`~fl_election.strategies.DirectionStrategy`: ``byzantine_budget``
+        (``b``, which :meth:`summary` certifies the code for and which sets the quorum),
+        ``lr``, ``lr_milestones``, ``lr_gamma``, ``momentum``, ``weight_decay``, ``seed``,
+        ``batch_size``, ``trainable_keys``, ``buffer_keys``, ``min_valid_votes``,
+        ``max_rounds_below_quorum``, ``reassign_after``, ``evaluate_every``,
         ``node_wait_timeout``.
     """
 
@@ -81,25 +92,22 @@ class ElectionCoding(DirectionStrategy):
         code: AllocationCode | str,
         *,
         code_params: Mapping[str, Any] | None = None,
-        byzantine_budget: int = 0,
         **kwargs: Any,
     ) -> None:
         if isinstance(code, str):
             code = create_code(code, **dict(code_params or {}))
         elif code_params:
             raise ValueError("code_params is only used with a code name, not an AllocationCode")
-        if not 0 <= byzantine_budget < code.n / 2:
-            raise ValueError(
-                f"byzantine_budget b = {byzantine_budget} must satisfy 0 <= b < n/2 = "
-                f"{code.n / 2:g}"
-            )
         self.code = code
-        self.byzantine_budget = byzantine_budget
         super().__init__(code.n, **kwargs)
 
     def num_partitions_for(self, num_nodes: int) -> int:
         """Return ``k``, the code's partitions."""
         return self.code.k
+
+    def allocation(self) -> AllocationCode:
+        """Return the code."""
+        return self.code
 
     def partitions_of(self, worker: int) -> tuple[int, ...]:
         """Return the partitions of the code's row ``worker``."""

@@ -53,6 +53,11 @@ class FullGradientMedian(DirectionStrategy):
         """Check a float32 gradient of length ``d`` with finite entries."""
         if contract.GRADIENT not in vote:
             raise RejectedReply(f"reply has no {contract.VOTE}/{contract.GRADIENT} array")
+        unknown = sorted(set(vote.keys()) - {contract.GRADIENT})
+        if unknown:
+            raise RejectedReply(f"unexpected arrays in the vote: {unknown}")
+        if len(vote[contract.GRADIENT].data) > 4 * num_coordinates + 256:
+            raise RejectedReply(f"gradient is larger than {num_coordinates} float32 values")
         try:
             gradient = vote[contract.GRADIENT].numpy()
         except Exception as err:  # noqa: BLE001 - a payload that does not deserialize at all

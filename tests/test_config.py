@@ -1,9 +1,12 @@
+import math
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from fl_election.config import RunConfig
+from fl_election import config as config_module
+from fl_election.config import TRAIN_SIZES, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,6 +28,9 @@ def test_round_trip_and_overrides():
     assert cfg.code == "uncoded" and cfg.byzantine_count == 3 and cfg.lr == 1.0
     assert RunConfig.from_run_config(cfg.to_run_config()) == cfg
     assert cfg.k == 15 and cfg.partition_batch_size == 16
+    # CLI-style values: booleans as strings, integers as integral floats
+    coerced = RunConfig.from_run_config({"download": "True", "seed": 3.0})
+    assert coerced.download is True and coerced.seed == 3 and isinstance(coerced.seed, int)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +41,7 @@ def test_round_trip_and_overrides():
         ({"attack": "nope"}, "attack 'nope' is not one of"),
         ({"code": "nope"}, "code 'nope' is not one of"),
         ({"dataset": "imagenet"}, "dataset 'imagenet' is not one of"),
-        ({"lr": 0.0}, "lr must be > 0"),
+        ({"lr": 0.0}, "lr must be a finite number in (0, 1000]"),
         ({"momentum": 1.0}, "momentum must be in [0, 1)"),
         ({"batch-size": 3}, "batch-size (3) must be >= the number of partitions"),
         ({"byzantine-selection": "explicit", "byzantine-ids": "1,2"}, "lists 2 worker(s)"),
@@ -69,3 +75,242 @@ def test_fgm_uses_the_identity_allocation():
     cfg = RunConfig(aggregation="fgm")
     code = cfg.allocation_code()
     assert code.max_load == 1 and code.n == 15
+
+
+# ----------------------------------------------------------------------------------------------
+# Fail closed: every knob is checked before training, and every message names its key.
+
+INF = math.inf
+NAN = math.nan
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        # output path and names: these crashed after the last round, losing the run
+        ({"output-dir": "/dev/null/x"}, "output-dir", "'/dev/null' is not a directory"),
+        ({"output-dir": "/tmp/a\x00b"}, "output-dir", "must not contain a NUL byte"),
+        ({"output-dir": "out\nput"}, "output-dir", "must not contain control characters"),
+        ({"output-dir": "x" * 256}, "output-dir", "folder name longer than 255 bytes"),
+        ({"output-dir": "ab/" * 1400}, "output-dir", "must be at most 4095 bytes"),
+        ({"run-name": "a/b"}, "run-name", "must be a plain file name"),
+        ({"run-name": "a\\b"}, "run-name", "must be a plain file name"),
+        ({"run-name": "a\x00b"}, "run-name", "must not contain a NUL byte"),
+        ({"run-name": "a\tb"}, "run-name", "must not contain control characters"),
+        ({"run-name": ".."}, "run-name", "must not be '.' or '..'"),
+        ({"run-name": "."}, "run-name", "must not be '.' or '..'"),
+        ({"run-name": "x" * 201}, "run-name", "must be at most 200 bytes"),
+        ({"run-name": "\u00e9" * 101}, "run-name", "must be at most 200 bytes"),
+        ({"data-root": "data\x00"}, "data-root", "must not contain a NUL byte"),
+        # learning rate: crashed in round 1 or gave a NaN model
+        ({"lr": INF}, "lr", "lr must be a finite number in (0, 1000]"),
+        ({"lr": NAN}, "lr", "lr must be a finite number in (0, 1000]"),
+        ({"lr": 1e308}, "lr", "lr must be a finite number in (0, 1000]"),
+        ({"lr": -0.1}, "lr", "lr must be a finite number in (0, 1000]"),
+        ({"lr": 10**400}, "lr", "'lr' must be a finite float"),
+        ({"weight-decay": 1e308}, "weight-decay", "weight-decay must be a finite number in [0"),
+        ({"weight-decay": INF}, "weight-decay", "weight-decay must be a finite number in [0"),
+        ({"weight-decay": -1e-4}, "weight-decay", "weight-decay must be a finite number in [0"),
+        ({"lr": 10.0, "weight-decay": 0.5}, "weight-decay", "lr * weight-decay = 10 * 0.5"),
+        ({"lr-milestones": "-5"}, "lr-milestones", "strictly increasing integers in [1, "),
+        ({"lr-milestones": "0,50"}, "lr-milestones", "strictly increasing integers in [1, "),
+        ({"lr-milestones": "100,50"}, "lr-milestones", "strictly increasing integers"),
+        ({"lr-milestones": "50,50"}, "lr-milestones", "strictly increasing integers"),
+        ({"lr-milestones": "2000000"}, "lr-milestones", "strictly increasing integers"),
+        ({"lr-gamma": NAN}, "lr-gamma", "lr-gamma must be a finite number in (0, 1]"),
+        ({"lr-gamma": INF}, "lr-gamma", "lr-gamma must be a finite number in (0, 1]"),
+        ({"momentum": NAN}, "momentum", "momentum must be in [0, 1)"),
+        # noise and attack parameters
+        ({"grad-noise-std": INF}, "grad-noise-std", "grad-noise-std must be a finite number"),
+        ({"grad-noise-std": NAN}, "grad-noise-std", "grad-noise-std must be a finite number"),
+        ({"grad-noise-std": 1e4}, "grad-noise-std", "grad-noise-std must be a finite number"),
+        ({"attack-z": INF}, "attack-z", "attack-z must be a finite number in [0, 1000]"),
+        ({"attack-z": -1.0}, "attack-z", "attack-z must be a finite number in [0, 1000]"),
+        ({"attack-std": INF}, "attack-std", "attack-std must be a finite number in [0, 1000]"),
+        ({"attack-std": NAN}, "attack-std", "attack-std must be a finite number in [0, 1000]"),
+        ({"attack-direction": 2}, "attack-direction", "attack-direction must be +1 or -1"),
+        ({"attack-direction": 0}, "attack-direction", "attack-direction must be +1 or -1"),
+        ({"malformed-kind": "huge"}, "malformed-kind", "malformed-kind 'huge' is not one of"),
+        # sizes bounded by the dataset and by memory
+        ({"batch-size": 2**63}, "batch-size", "must be <= the digits training-set size 1437"),
+        ({"batch-size": 10**7}, "batch-size", "must be <= the digits training-set size 1437"),
+        ({"batch-size": 1438}, "batch-size", "must be <= the digits training-set size 1437"),
+        (
+            {"dataset": "cifar10", "batch-size": 50_001},
+            "batch-size",
+            "must be <= the cifar10 training-set size 50000",
+        ),
+        ({"num-workers": 2**63}, "num-workers", "num-workers must be an integer in [1, 1024]"),
+        ({"num-workers": 0}, "num-workers", "num-workers must be an integer in [1, 1024]"),
+        ({"num-partitions": 2**63}, "num-partitions", "num-partitions must be an integer in [0"),
+        ({"num-partitions": -1}, "num-partitions", "num-partitions must be an integer in [0"),
+        ({"num-threads": 2**63}, "num-threads", "num-threads must be an integer in [1, 1024]"),
+        ({"num-threads": 0}, "num-threads", "num-threads must be an integer in [1, 1024]"),
+        # seeds
+        ({"seed": -1}, "seed", "seed must be an integer in [0, 4294967295], got -1"),
+        ({"seed": 2**64}, "seed", "seed must be an integer in [0, 4294967295]"),
+        ({"seed": 2**32}, "seed", "seed must be an integer in [0, 4294967295]"),
+        ({"code-seed": -1}, "code-seed", "code-seed must be an integer in [0, 4294967295]"),
+        ({"code-seed": 2**64}, "code-seed", "code-seed must be an integer in [0, 4294967295]"),
+        # every other float is finite, every other int in a sane range
+        ({"redundancy": INF}, "redundancy", "redundancy must be a finite number in (0, 1024]"),
+        ({"redundancy": NAN}, "redundancy", "redundancy must be a finite number in (0, 1024]"),
+        (
+            {"aggregation": "fgm", "redundancy": 0.0},
+            "redundancy",
+            "redundancy must be a finite number in (0, 1024]",
+        ),
+        ({"redundancy": 6.0}, "redundancy", "redundancy r = 6 must be <= k = 5"),
+        ({"round-timeout": INF}, "round-timeout", "round-timeout must be a finite number in (0"),
+        ({"round-timeout": NAN}, "round-timeout", "round-timeout must be a finite number in (0"),
+        ({"round-timeout": 0.0}, "round-timeout", "round-timeout must be a finite number in (0"),
+        ({"eval-every": 0}, "eval-every", "eval-every must be an integer in [1, 1000000]"),
+        ({"eval-every": 2**63}, "eval-every", "eval-every must be an integer in [1, 1000000]"),
+        ({"client-eval-every": -1}, "client-eval-every", "client-eval-every must be an integer"),
+        ({"client-eval-every": 2**63}, "client-eval-every", "client-eval-every must be an integer"),
+        ({"num-server-rounds": 0}, "num-server-rounds", "num-server-rounds must be an integer in"),
+        (
+            {"num-server-rounds": 10**6 + 1},
+            "num-server-rounds",
+            "num-server-rounds must be an integer in [1, 1000000]",
+        ),
+        ({"repetition-group": 0}, "repetition-group", "repetition-group must be an integer in"),
+        ({"repetition-group": 2**63}, "repetition-group", "repetition-group must be an integer"),
+        (
+            {"code": "repetition", "repetition-group": 4},
+            "repetition-group",
+            "repetition-group 4 must divide num-workers n = 15",
+        ),
+        ({"code-tolerance": -1}, "code-tolerance", "code-tolerance must be an integer in [0"),
+        ({"code-tolerance": 2**63}, "code-tolerance", "code-tolerance must be an integer in [0"),
+        (
+            {"code": "deterministic", "code-tolerance": 8},
+            "code-tolerance",
+            "code-tolerance b = 8 must be < n/2",
+        ),
+        ({"byzantine-ids": "1,x"}, "byzantine-ids", "comma-separated list of integers"),
+        # choices from a fixed set
+        ({"dataset": "imagenet"}, "dataset", "dataset 'imagenet' is not one of"),
+        ({"model": "vgg"}, "model", "model 'vgg' is not one of"),
+        ({"code": "ldpc"}, "code", "code 'ldpc' is not one of"),
+        ({"aggregation": "mean"}, "aggregation", "aggregation 'mean' is not one of"),
+        ({"attack": "nope"}, "attack", "attack 'nope' is not one of"),
+        ({"byzantine-selection": "all"}, "byzantine-selection", "byzantine-selection 'all' is"),
+        # types (the flat mapping's values are coerced, naming the key)
+        ({"seed": 1.5}, "seed", "'seed' must be a int"),
+        ({"num-threads": "4"}, "num-threads", "'num-threads' must be a int"),
+    ],
+)
+def test_every_bad_knob_is_refused_before_training_naming_its_key(override, key, message):
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_run_config(override)
+    text = str(err.value)
+    assert key in text
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seed": "0"}, "invalid run config: seed must be an integer, got '0'"),
+        ({"seed": True}, "invalid run config: seed must be an integer, got True"),
+        ({"lr": "fast"}, "invalid run config: lr must be a number, got 'fast'"),
+        ({"download": "yes"}, "invalid run config: download must be a boolean, got 'yes'"),
+        ({"run_name": None}, "invalid run config: run-name must be a string, got None"),
+        ({"lr": 10**400}, "invalid run config: lr must be a finite number in (0, 1000]"),
+    ],
+)
+def test_direct_construction_checks_types_and_names_the_key(changes, message):
+    with pytest.raises(ValueError) as err:
+        RunConfig(**changes)
+    assert message in str(err.value)
+
+
+def test_output_dir_under_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for path in (blocker, blocker / "sub", blocker / "sub" / "deeper"):
+        with pytest.raises(ValueError, match="output-dir cannot be created") as err:
+            RunConfig(output_dir=str(path))
+        assert repr(str(blocker)) in str(err.value)
+
+
+def test_output_dir_under_home_is_expanded(tmp_path, monkeypatch):
+    blocker = tmp_path / "home-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HOME", str(blocker))
+    with pytest.raises(ValueError, match="output-dir cannot be created"):
+        RunConfig(output_dir="~/results")
+
+
+def test_output_dir_that_is_not_writable_is_refused(tmp_path, monkeypatch):
+    # The tests may run as root, for whom every folder is writable: fake the answer.
+    asked = []
+
+    def access(path, mode):
+        asked.append((path, mode))
+        return False
+
+    monkeypatch.setattr(config_module.os, "access", access)
+    with pytest.raises(ValueError, match="output-dir cannot be created or written"):
+        RunConfig(output_dir=str(tmp_path / "new" / "run"))
+    assert asked == [(str(tmp_path), os.W_OK | os.X_OK)]
+
+
+def test_output_dir_is_checked_without_creating_anything(tmp_path, monkeypatch):
+    target = tmp_path / "new" / "deeper"
+    assert RunConfig(output_dir=str(target)).output_dir == str(target)
+    assert RunConfig(output_dir=str(tmp_path)).output_dir == str(tmp_path)
+    assert not (tmp_path / "new").exists()
+    # a relative path resolves at save time (FL_ELECTION_OUTPUT_ROOT or the working
+    # directory of that moment): only its text is checked, nothing is looked up or made
+    monkeypatch.chdir(tmp_path)
+    RunConfig(output_dir="relative/outputs", run_name="ok-name.v2")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batch_size": 1437},
+        {"dataset": "mnist", "batch_size": 60_000},
+        {"dataset": "cifar10", "batch_size": 50_000},
+        {"seed": 2**32 - 1, "code_seed": 2**32 - 1},
+        {"num_workers": 1024, "num_threads": 1024},
+        {"num_partitions": 1024, "redundancy": 1024.0, "batch_size": 1024},
+        {"lr": 1000.0, "weight_decay": 0.0},
+        {"lr": 1000.0, "weight_decay": 0.001},
+        {"num_server_rounds": 10**6, "eval_every": 10**6, "lr_milestones": "1,999999"},
+        {"lr_milestones": ""},
+        {"attack": "alie", "attack_z": 1000.0},
+        {"grad_noise_std": 1000.0, "attack_std": 1000.0},
+        {"round_timeout": 7 * 24 * 3600.0},
+        {"run_name": "x" * 200},
+        {"code": "repetition", "repetition_group": 5},
+        {"aggregation": "fgm", "code": "repetition", "repetition_group": 4},
+        {"attack_direction": -1},
+    ],
+)
+def test_values_at_the_bounds_are_accepted(changes):
+    cfg = RunConfig(**changes)
+    assert RunConfig.from_run_config(cfg.to_run_config()) == cfg
+
+
+def test_train_sizes_cover_every_dataset_and_match_digits():
+    from fl_election import data
+
+    assert set(TRAIN_SIZES) == set(data.DATASETS)
+    splits = data.load_dataset("digits")
+    assert TRAIN_SIZES["digits"] == splits.train_x.shape[0] == splits.train_y.shape[0]
+    assert TRAIN_SIZES["digits"] + splits.test_x.shape[0] == 1797
+
+
+def test_validation_loads_no_dataset(monkeypatch):
+    from fl_election import data
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("validation must not load a dataset")
+
+    monkeypatch.setattr(data, "load_dataset", refuse)
+    RunConfig(dataset="cifar10", model="resnet18", download=True)
+    RunConfig.from_run_config({"dataset": "mnist", "batch-size": 60_000})

@@ -20,10 +20,15 @@ from flwr.clientapp import ClientApp
 
 from fl_election import contract
 from fl_election.attacks import ATTACKS, AlieAttack, RandomAttack, forge_gradient
-from fl_election.clients import coded_client_app, make_byzantine_mod, partition_batch
+from fl_election.clients import (
+    byzantine_mod,
+    coded_client_app,
+    make_byzantine_mod,
+    partition_batch,
+)
 from fl_election.clients.mods import SILENT_ERROR_CODE
 from fl_election.codes import deterministic
-from fl_election.contract import TrainInstruction
+from fl_election.contract import ContractError, TrainInstruction
 from fl_election.simulations.inprocess import InProcessGrid
 from fl_election.strategies import ElectionCoding, FullGradientMedian, vote_keys
 from fl_election.training import partition_gradients, partition_signs, vote_parameters
@@ -277,3 +282,44 @@ def test_the_mod_does_not_touch_the_honest_handlers_input() -> None:
     deliver(app, message)
     assert seen == [dict(message.content[contract.CONFIG])]
     assert inner is not app
+
+
+def test_the_client_app_survives_the_pickling_of_flowers_ray_simulation() -> None:
+    import cloudpickle
+
+    strategy = ElectionCoding(
+        deterministic(5, b=1), byzantine_budget=1, batch_size=100, trainable_keys=vote_keys(Net())
+    )
+    message = example_message(strategy, 0)
+    app = coded_client_app(Net(), loss_fn, TRAIN, test_data=TEST, mods=[byzantine_mod])
+    deliver(app, message)  # a used app (models and data cached) pickles too
+    again = cloudpickle.loads(cloudpickle.dumps(app))
+    d = TrainInstruction.from_config(message.content[contract.CONFIG]).num_coordinates
+    np.testing.assert_array_equal(
+        the_vote(deliver(again, message), d), expected_vote("none", message, {})
+    )
+
+
+def test_a_node_whose_model_differs_refuses_with_a_contract_error() -> None:
+    strategy = ElectionCoding(
+        deterministic(5, b=1), byzantine_budget=1, batch_size=100, trainable_keys=vote_keys(Net())
+    )
+    message = example_message(strategy, 0)
+    other = Net()
+    other.hidden = torch.nn.Linear(30, 17)
+    reply = deliver(coded_client_app(other, loss_fn, TRAIN), message)
+    assert reply.has_error() and reply.error.code == contract.CONTRACT_ERROR_CODE
+    assert "do not fit this node's model" in reply.error.reason
+    with pytest.raises(ContractError, match="do not fit"):
+        strategy.aggregate_train(3, [reply])
+
+
+def test_a_select_rule_may_name_the_attack() -> None:
+    strategy = ElectionCoding(
+        deterministic(5, b=1), byzantine_budget=1, batch_size=100, trainable_keys=vote_keys(Net())
+    )
+    message = example_message(strategy, 0)
+    mod = make_byzantine_mod(select=lambda context, instruction: "reverse")
+    reply = deliver(coded_client_app(Net(), loss_fn, TRAIN, mods=[mod]), message)
+    d = TrainInstruction.from_config(message.content[contract.CONFIG]).num_coordinates
+    np.testing.assert_array_equal(the_vote(reply, d), -expected_vote("none", message, {}))

@@ -164,7 +164,7 @@ def test_constructor_errors():
         ElectionCoding(uncoded(4), byzantine_budget=2)
     with pytest.raises(ValueError, match="unknown"):
         ElectionCoding("no-such-code", code_params={"n": 3})
-    with pytest.raises(ValueError, match="lr must be > 0"):
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
         ElectionCoding(uncoded(3), lr=0)
     strategy = ElectionCoding("bernoulli", code_params={"n": 9, "redundancy": 2.0, "seed": 1})
     assert strategy.code.n == 9

@@ -69,7 +69,14 @@ def good(count=20):
                 "signs": np.zeros(3, np.uint8),
                 "abstain-zlib": np.frombuffer(zlib.compress(b"\x00" * 1_000_000), np.uint8),
             },
-            "exactly 3 bytes",
+            "longer than the plane",
+        ),
+        (
+            {
+                "signs": np.zeros(3, np.uint8),
+                "abstain-zlib": np.frombuffer(zlib.compress(b"\x00" * 3) + b"junk", np.uint8),
+            },
+            "after the end",
         ),  # fmt: skip
         (
             {
