@@ -183,3 +183,25 @@ def run_inprocess(cfg: RunConfig) -> dict[str, Any]:
 
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
     return run_experiment(grid, cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one experiment in process: ``python -m fl_election.simulations.inprocess k=v ...``.
+
+    Each argument is one run-config override in TOML syntax (``code='uncoded'``,
+    ``num-server-rounds=20``, ``resume=true``); the rest are the defaults.
+    """
+    import argparse
+    import tomllib
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("overrides", nargs="*", help="run-config overrides, key=value (TOML)")
+    args = parser.parse_args(argv)
+    values = tomllib.loads("\n".join(args.overrides))
+    run_inprocess(RunConfig.from_run_config(values))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

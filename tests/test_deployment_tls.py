@@ -31,6 +31,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -164,7 +165,7 @@ def make_node_key(folder: Path, name: str) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------------ flwr CLI
 
 
-def flwr_json(deployment: Deployment, *args: str) -> dict:
+def flwr_json(deployment: Deployment, *args: str) -> dict[str, Any]:
     """Run ``flwr <args> --format json`` against the test's connection; return its JSON."""
     result = subprocess.run(
         [str(BIN_DIR / "flwr"), *args, CONNECTION, "--format", "json"],
@@ -180,7 +181,8 @@ def flwr_json(deployment: Deployment, *args: str) -> dict:
         f"flwr {args}: {result.returncode}\n{result.stdout}\n{result.stderr}"
     )
     out = result.stdout
-    return json.loads(out[out.index("{") : out.rindex("}") + 1])
+    reply: dict[str, Any] = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    return reply
 
 
 def node_statuses(deployment: Deployment) -> dict[int, str]:
