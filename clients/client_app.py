@@ -91,6 +91,7 @@ def train(msg: Message, context: Context) -> Message:
         node_model(cfg, splits),
         nn.functional.cross_entropy,
         (splits.train_x, splits.train_y),
+        context=context,
         augment=augment_batch if splits.augment else None,
         noise_std=cfg.grad_noise_std,
     )

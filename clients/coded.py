@@ -51,9 +51,10 @@ from fl_election.attacks import forge_gradient
 from fl_election.audit import sanitize
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.data import flip_targets, partition_indices, step_batch
+from fl_election.optim import SignMomentumSGD, fingerprint, flatten_arrays, unflatten_arrays
 from fl_election.training import LossFn, partition_gradients, partition_signs, vote_parameters
-from fl_election.voting import local_majority
-from fl_election.wire import encode_vote
+from fl_election.voting import local_majority, unpack_signs
+from fl_election.wire import VOTE_KEYS, decode_vote, encode_vote
 
 from .attack_hook import ActiveAttack, active_attack
 
@@ -78,6 +79,10 @@ TrainData: TypeAlias = Samples | Mapping[int, Samples]
 AugmentFn: TypeAlias = Callable[[torch.Tensor, int, int, int], torch.Tensor]
 
 _default_collate_fn: Callable[[list[Any]], Any] = _default_collate
+
+#: Records of the node state (``context.state``) under ``downlink = "vote"``.
+_STATE_MODEL = "fl-election.model"
+_STATE_MOMENTUM = "fl-election.momentum"
 
 
 def default_device() -> torch.device:
@@ -201,6 +206,7 @@ def _compute(
         num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
         losses = [losses[r] for r in rows]
     else:
+        one_bit = instruction.tie_rule == contract.TIE_RULE_GRADIENT
         result = partition_signs(
             model,
             batches,
@@ -209,8 +215,12 @@ def _compute(
             targets_fn=targets_fn,
             noise_std=noise_std,
             noise_seed=_noise_seed(instruction.seed, instruction.step, instruction.worker_index),
+            mean_of=rows if one_bit else (),
         )
         honest = local_majority(result.signs[rows])
+        if one_bit:
+            assert result.gradient_mean is not None
+            honest = break_ties(honest, result.gradient_mean, parameters, instruction.weight_decay)
         if attack is not None:
             sign_sum = result.signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
             vote = encode_vote(attack.forge(honest.numpy(), sign_sum, rng))
@@ -221,6 +231,45 @@ def _compute(
     if hook is not None:
         hook.used = True
     return _Computed(vote=vote, losses=losses, num_examples=num_examples)
+
+
+def break_ties(
+    vote: torch.Tensor,
+    gradient_mean: torch.Tensor,
+    parameters: Sequence[torch.Tensor],
+    weight_decay: float,
+) -> torch.Tensor:
+    """Apply the 1-bit tie rule: a tied coordinate takes the regularised gradient's sign.
+
+    Where the held partitions' signs tie (or all are exactly zero), the vote is the sign of
+    ``mean gradient + weight_decay * w`` over the held partitions, and +1 where that is
+    exactly zero. Every honest holder of the same partitions computes the same value, and a
+    weight whose gradient is exactly zero (behind an always-blank pixel) is voted towards
+    zero, as weight decay would move it, instead of drifting.
+
+    Parameters
+    ----------
+    vote : torch.Tensor
+        The int8 local majority in {-1, 0, +1}.
+    gradient_mean : torch.Tensor
+        The mean float gradient of the held partitions (vote order, CPU).
+    parameters : Sequence[torch.Tensor]
+        The voted parameters (vote order), for the weights.
+    weight_decay : float
+        The server's weight decay.
+
+    Returns
+    -------
+    torch.Tensor
+        The int8 vote in {-1, +1}.
+    """
+    ties = vote == 0
+    if not bool(ties.any()):
+        return vote
+    weights = torch.cat([p.detach().reshape(-1).to("cpu", torch.float32) for p in parameters])
+    regularised = gradient_mean + float(np.float32(weight_decay)) * weights
+    broken = torch.where(regularised < 0, -1, 1).to(torch.int8)
+    return torch.where(ties, broken, vote)
 
 
 def _buffers(model: nn.Module, keys: Sequence[str]) -> ArrayRecord:
@@ -240,12 +289,105 @@ def contract_error(msg: Message, error: ContractError) -> Message:
     return Message(Error(code=contract.CONTRACT_ERROR_CODE, reason=str(error)), reply_to=msg)
 
 
+def _apply_update(
+    msg: Message, instruction: TrainInstruction, context: Context | None
+) -> dict[str, np.ndarray]:
+    """Return the round's model arrays, from the message or from the node's own copy.
+
+    A full message carries the arrays (and, under ``downlink = "vote"``, the momentum);
+    they replace the node's copy. An update message carries last round's direction: the
+    node takes exactly the server's step on its copy and checks the fingerprint.
+    """
+    content = msg.content
+    vote_mode = instruction.downlink == contract.DOWNLINK_VOTE
+    if vote_mode and context is None:
+        raise ContractError(
+            "downlink='vote' keeps the model in the node's state: call coded_train with "
+            "context=context"
+        )
+    if contract.ARRAYS in content.array_records:
+        arrays = {k: v.numpy() for k, v in content.array_records[contract.ARRAYS].items()}
+        if vote_mode:
+            assert context is not None
+            context.state[_STATE_MODEL] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+            momentum = content.array_records.get(contract.MOMENTUM)
+            if momentum is not None and contract.MOMENTUM_BUFFER in momentum:
+                context.state[_STATE_MOMENTUM] = ArrayRecord(
+                    {contract.MOMENTUM_BUFFER: momentum[contract.MOMENTUM_BUFFER]}
+                )
+            elif _STATE_MOMENTUM in context.state:
+                del context.state[_STATE_MOMENTUM]
+        return arrays
+    if not vote_mode or contract.UPDATE not in content.array_records:
+        raise ContractError(
+            f"train message has neither {contract.ARRAYS!r} nor {contract.UPDATE!r}"
+        )
+    assert context is not None
+    try:
+        return _step_own_copy(content, instruction, context)
+    except _Resync:
+        raise
+    except (ValueError, KeyError, TypeError) as error:  # a malformed broadcast
+        context.state.pop(_STATE_MODEL, None)
+        raise _Resync(f"the update cannot be applied ({sanitize(error, 120)})") from error
+
+
+def _step_own_copy(
+    content: RecordDict, instruction: TrainInstruction, context: Context
+) -> dict[str, np.ndarray]:
+    """Apply the update in ``content`` to the node's copy; return the new arrays."""
+    if _STATE_MODEL not in context.state:
+        raise _Resync("this node holds no copy of the model")
+    arrays = {k: v.numpy() for k, v in context.state.array_records[_STATE_MODEL].items()}
+    update = content.array_records[contract.UPDATE]
+    config = content.config_records[contract.CONFIG]
+    if config.get(contract.UPDATE_APPLIED, 0) == 1:
+        keys = list(instruction.vote_keys)
+        shapes = [arrays[k].shape for k in keys]
+        planes = {k: update[k].numpy() for k in update.keys() if k in VOTE_KEYS}
+        signs, abstain = decode_vote(planes, instruction.num_coordinates)
+        direction = unpack_signs(signs, instruction.num_coordinates, abstain)
+        optimizer = SignMomentumSGD(
+            momentum=float(config[contract.MOMENTUM_COEFFICIENT]),  # type: ignore[arg-type]
+            weight_decay=instruction.weight_decay,
+        )
+        stored = context.state.array_records.get(_STATE_MOMENTUM)
+        if stored is not None:
+            optimizer.buf = stored[contract.MOMENTUM_BUFFER].numpy()
+        weights = flatten_arrays([arrays[k] for k in keys])
+        updated = optimizer.step(weights, direction, float(config[contract.UPDATE_LR]))  # type: ignore[arg-type]
+        arrays.update(zip(keys, unflatten_arrays(updated, shapes), strict=True))
+        assert optimizer.buf is not None
+        context.state[_STATE_MOMENTUM] = ArrayRecord(
+            {contract.MOMENTUM_BUFFER: Array(optimizer.buf)}
+        )
+    for key in instruction.buffer_keys:
+        arrays[key] = update[key].numpy()
+    expected = int(config[contract.MODEL_FINGERPRINT])  # type: ignore[arg-type]
+    if model_fingerprint(arrays, instruction) != expected:
+        del context.state[_STATE_MODEL]
+        raise _Resync("this node's copy of the model differs from the server's")
+    context.state[_STATE_MODEL] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
+    return arrays
+
+
+def model_fingerprint(arrays: Mapping[str, np.ndarray], instruction: TrainInstruction) -> int:
+    """Return the fingerprint of what the server updates: voted arrays, then buffers."""
+    keys = list(instruction.vote_keys) + list(instruction.buffer_keys)
+    return fingerprint([arrays[k] for k in keys])
+
+
+class _Resync(ContractError):
+    """The node's copy of the model cannot be used: it needs the full model."""
+
+
 def coded_train(
     msg: Message,
     model: nn.Module,
     loss_fn: LossFn,
     data: TrainData,
     *,
+    context: Context | None = None,
     augment: AugmentFn | None = None,
     noise_std: float = 0.0,
 ) -> Message:
@@ -265,6 +407,9 @@ def coded_train(
     data : TrainData
         The training set (tensors ``(x, y)`` or a ``Dataset``), the same on every node, or
         a mapping from partition id to that partition's samples.
+    context : Context | None (default: None)
+        The node's context; needed under ``downlink = "vote"``, where the node keeps the
+        model and the momentum in ``context.state`` and the server sends only updates.
     augment : AugmentFn | None (default: None)
         Seeded augmentation of each slice.
     noise_std : float (default: 0.0)
@@ -274,7 +419,9 @@ def coded_train(
     -------
     Message
         The reply; an error reply of code :data:`fl_election.contract.CONTRACT_ERROR_CODE`
-        when the message or the model does not match the contract.
+        when the message or the model does not match the contract, of code
+        :data:`fl_election.contract.RESYNC_ERROR_CODE` when the node's copy of the model
+        is out of step (the server sends the full model next round).
     """
     started = time.perf_counter()
     try:
@@ -282,11 +429,10 @@ def coded_train(
         if not isinstance(config, ConfigRecord):
             raise ContractError(f"train message has no ConfigRecord {contract.CONFIG!r}")
         instruction = TrainInstruction.from_config(config)
-        arrays = msg.content[contract.ARRAYS]
-        if not isinstance(arrays, ArrayRecord):
-            raise ContractError(f"train message has no ArrayRecord {contract.ARRAYS!r}")
+        arrays = _apply_update(msg, instruction, context)
+        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
         try:
-            model.load_state_dict(arrays.to_torch_state_dict())
+            model.load_state_dict(state)
         except RuntimeError as error:  # torch's size / missing / unexpected key report
             raise ContractError(
                 "the server's arrays do not fit this node's model (the two sides build "
@@ -295,6 +441,8 @@ def coded_train(
         hook = active_attack()
         computed = _compute(model, loss_fn, data, instruction, hook, augment, noise_std)
         buffers = _buffers(model, instruction.buffer_keys)
+    except _Resync as error:
+        return Message(Error(code=contract.RESYNC_ERROR_CODE, reason=str(error)), reply_to=msg)
     except ContractError as error:
         return contract_error(msg, error)
     except KeyError as error:
@@ -308,6 +456,7 @@ def coded_train(
                     contract.METRIC_NUM_EXAMPLES: computed.num_examples,
                     contract.METRIC_TRAIN_LOSS: float(np.mean(computed.losses)),
                     contract.METRIC_COMPUTE_TIME: time.perf_counter() - started,
+                    contract.METRIC_MODEL_FINGERPRINT: model_fingerprint(arrays, instruction),
                 }
             ),
         }
@@ -421,6 +570,7 @@ def coded_client_app(
             node_model(context),
             loss_fn,
             train_data,
+            context=context,
             augment=augment,
             noise_std=noise_std,
         )

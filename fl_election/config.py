@@ -211,6 +211,13 @@ class RunConfig:
     checkpoint_every : int (default: 10)
         Write ``<output-dir>/<run-name>.ckpt.npz`` (atomically) every this many rounds; 0
         never. In ``[0, 10**6]``.
+    tie_rule : str (default: "gradient")
+        How a worker votes where its partitions tie: ``gradient`` (one bit per coordinate,
+        by the sign of its regularised mean gradient) or ``abstain`` (a zero, sent in an
+        abstain plane). See :mod:`fl_election.contract`.
+    downlink : str (default: "vote")
+        ``vote`` (nodes keep the model and receive the elected direction, 1 bit per
+        coordinate, and the batch-norm buffers) or ``full`` (the model every round).
     resume : bool (default: False)
         Start from the run's checkpoint when there is one (same config, other than
         ``num-server-rounds``, ``checkpoint-every`` and ``resume``).
@@ -255,6 +262,8 @@ class RunConfig:
     max_rounds_below_quorum: int = 3
     reassign_after: int = 3
     checkpoint_every: int = 10
+    tie_rule: str = "gradient"
+    downlink: str = "vote"
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -550,6 +559,8 @@ class RunConfig:
         int_in("max-rounds-below-quorum", self.max_rounds_below_quorum, 1, MAX_ROUNDS)
         int_in("reassign-after", self.reassign_after, 0, MAX_ROUNDS)
         int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
+        one_of("tie-rule", self.tie_rule, ("gradient", "abstain"))
+        one_of("downlink", self.downlink, ("vote", "full"))
         problem = _output_dir_problem(self.output_dir)
         need(problem is None, f"output-dir {problem}, got {self.output_dir!r}")
         problem = _run_name_problem(self.run_name)

@@ -5,9 +5,19 @@ tests and the docs (in the style of Flower's ``KEY_CLIPPING_NORM``, shared by it
 strategy and its DP mods). Framework-free: records are plain mappings here; the Flower
 side only moves them into ``ConfigRecord`` / ``ArrayRecord`` / ``MetricRecord``.
 
-A **train message** (server to node) holds two records:
+A **train message** (server to node) holds the model in one of two forms and the instruction:
 
-- :data:`ARRAYS` (``ArrayRecord``): the model's state dict as the server holds it;
+- :data:`ARRAYS` (``ArrayRecord``): the model's state dict as the server holds it (a *full*
+  message: the first round, after churn or resume, a node out of step, or always with
+  ``downlink = "full"``), with the optimizer's momentum in :data:`MOMENTUM` under
+  ``downlink = "vote"``;
+- or :data:`UPDATE` (``ArrayRecord``, ``downlink = "vote"``): the previous round's elected
+  direction, packed like a vote (:mod:`fl_election.wire`), and the batch-norm buffers; the
+  node keeps the model and the momentum in its node state and applies exactly the server's
+  step (:data:`UPDATE_LR`, :data:`WEIGHT_DECAY`, :data:`MOMENTUM_COEFFICIENT`), then checks
+  the result against :data:`MODEL_FINGERPRINT` (:func:`fl_election.optim.fingerprint`); a
+  node whose copy differs replies with :data:`RESYNC_ERROR_CODE` and gets the full model
+  next round;
 - :data:`CONFIG` (``ConfigRecord``): a :class:`TrainInstruction`, i.e. the node's row of
   the allocation code (:data:`WORKER_INDEX`, :data:`PARTITION_IDS` out of
   :data:`NUM_PARTITIONS`), the :data:`STEP` and :data:`SEED` that fix every partition's
@@ -18,7 +28,10 @@ A **train message** (server to node) holds two records:
   a different parameter order cannot misalign a vote. A name that is not a trainable
   parameter of the node's model (a frozen parameter, a buffer, a typo), or a total size
   that differs, is a :class:`ContractError` on the node, which replies with an error of
-  code :data:`CONTRACT_ERROR_CODE` naming the cause.
+  code :data:`CONTRACT_ERROR_CODE` naming the cause. :data:`TIE_RULE` says how a node whose
+  partitions split evenly on a coordinate votes: ``"gradient"`` (the default: by the sign of
+  its mean float gradient plus ``weight-decay`` times the weight, +1 where that is exactly
+  0, so every vote is one bit) or ``"abstain"`` (a 0, sent in an abstain plane).
 
 A **train reply** (node to server) holds:
 
@@ -29,7 +42,9 @@ A **train reply** (node to server) holds:
   (batch-norm statistics after the node's forward passes), aggregated by median;
 - :data:`METRICS` (``MetricRecord``): :data:`METRIC_NUM_COORDINATES` (the vote's length,
   which the server checks against :data:`NUM_COORDINATES`), :data:`METRIC_NUM_EXAMPLES`,
-  :data:`METRIC_TRAIN_LOSS`, :data:`METRIC_COMPUTE_TIME`.
+  :data:`METRIC_TRAIN_LOSS`, :data:`METRIC_COMPUTE_TIME`, and under ``downlink = "vote"``
+  :data:`METRIC_MODEL_FINGERPRINT` (the model the node computed on, so that the server
+  knows it can send the next round's update instead of the model).
 """
 
 from __future__ import annotations
@@ -66,6 +81,24 @@ __all__ = [
     "VOTE",
     "VOTE_KEYS",
     "WORKER_INDEX",
+    "DOWNLINK",
+    "DOWNLINKS",
+    "DOWNLINK_FULL",
+    "DOWNLINK_VOTE",
+    "METRIC_MODEL_FINGERPRINT",
+    "MODEL_FINGERPRINT",
+    "MOMENTUM",
+    "MOMENTUM_BUFFER",
+    "MOMENTUM_COEFFICIENT",
+    "RESYNC_ERROR_CODE",
+    "TIE_RULE",
+    "TIE_RULES",
+    "TIE_RULE_ABSTAIN",
+    "TIE_RULE_GRADIENT",
+    "UPDATE",
+    "UPDATE_APPLIED",
+    "UPDATE_LR",
+    "WEIGHT_DECAY",
     "ContractError",
     "TrainInstruction",
     "buffer_keys",
@@ -83,6 +116,12 @@ VOTE = "vote"
 BUFFERS = "buffers"
 #: Reply: the node's metrics (``MetricRecord``).
 METRICS = "metrics"
+#: Train message (``downlink = "vote"``): the previous round's update (``ArrayRecord``).
+UPDATE = "update"
+#: Train message (``downlink = "vote"``, full form): the optimizer's momentum buffer.
+MOMENTUM = "momentum"
+#: Array of :data:`MOMENTUM`.
+MOMENTUM_BUFFER = "buffer"
 
 # ---------------------------------------------------------------- keys of the instruction
 SERVER_ROUND = "server-round"
@@ -111,6 +150,26 @@ PAYLOAD = "payload"
 PAYLOAD_SIGN_VOTE = "sign-vote"
 PAYLOAD_GRADIENT = "gradient"
 PAYLOADS = (PAYLOAD_SIGN_VOTE, PAYLOAD_GRADIENT)
+#: How a node votes where its partitions tie: :data:`TIE_RULES`.
+TIE_RULE = "tie-rule"
+TIE_RULE_GRADIENT = "gradient"
+TIE_RULE_ABSTAIN = "abstain"
+TIE_RULES = (TIE_RULE_GRADIENT, TIE_RULE_ABSTAIN)
+#: What carries the model to nodes: :data:`DOWNLINKS`.
+DOWNLINK = "downlink"
+DOWNLINK_FULL = "full"
+DOWNLINK_VOTE = "vote"
+DOWNLINKS = (DOWNLINK_FULL, DOWNLINK_VOTE)
+#: The server's weight decay (the tie rule's regulariser and the update's).
+WEIGHT_DECAY = "weight-decay"
+#: The momentum coefficient of the update (``downlink = "vote"``).
+MOMENTUM_COEFFICIENT = "momentum"
+#: The learning rate of the update in :data:`UPDATE` (``downlink = "vote"``).
+UPDATE_LR = "update-lr"
+#: Whether :data:`UPDATE` holds a step (0: the previous round was below quorum).
+UPDATE_APPLIED = "update-applied"
+#: Fingerprint of the model this round computes on (``downlink = "vote"``).
+MODEL_FINGERPRINT = "model-fingerprint"
 
 # ---------------------------------------------------------------- keys of a reply
 #: Array of :data:`VOTE` holding the float32 mean gradient (payload ``gradient``).
@@ -120,9 +179,14 @@ METRIC_NUM_COORDINATES = "num-coordinates"
 METRIC_NUM_EXAMPLES = "num-examples"
 METRIC_TRAIN_LOSS = "train-loss"
 METRIC_COMPUTE_TIME = "compute-time"
+#: The fingerprint of the model the node computed on (``downlink = "vote"``).
+METRIC_MODEL_FINGERPRINT = "model-fingerprint"
 
 #: Error code of a reply whose node could not follow the contract (the reason names why).
 CONTRACT_ERROR_CODE = 4300
+#: Error code of a reply whose node's copy of the model differs from the server's: it gets
+#: the full model next round.
+RESYNC_ERROR_CODE = 4301
 
 #: State-dict suffixes of batch-norm running statistics: floats that forward passes
 #: change, reported in :data:`BUFFERS` and aggregated by median, never voted on.
@@ -142,6 +206,13 @@ def _int(config: Mapping[str, Any], key: str, minimum: int = 0) -> int:
             f"train instruction {key!r} must be an integer >= {minimum}, got {value!r}"
         )
     return int(value)
+
+
+def _float(config: Mapping[str, Any], key: str) -> float:
+    value = config.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContractError(f"train instruction {key!r} must be a number, got {value!r}")
+    return float(value)
 
 
 def _strings(config: Mapping[str, Any], key: str) -> tuple[str, ...]:
@@ -186,6 +257,13 @@ class TrainInstruction:
         Float buffers the reply carries.
     payload : str (default: "sign-vote")
         :data:`PAYLOAD_SIGN_VOTE` or :data:`PAYLOAD_GRADIENT`.
+    tie_rule : str (default: "gradient")
+        How a node votes where its partitions tie (:data:`TIE_RULES`).
+    weight_decay : float (default: 0.0)
+        The server's weight decay, the tie rule's regulariser.
+    downlink : str (default: "full")
+        :data:`DOWNLINK_FULL` or :data:`DOWNLINK_VOTE` (the node keeps the model in its
+        node state and applies the server's update).
     """
 
     server_round: int
@@ -200,6 +278,9 @@ class TrainInstruction:
     num_coordinates: int
     buffer_keys: tuple[str, ...] = ()
     payload: str = PAYLOAD_SIGN_VOTE
+    tie_rule: str = TIE_RULE_GRADIENT
+    weight_decay: float = 0.0
+    downlink: str = DOWNLINK_FULL
 
     def __post_init__(self) -> None:
         self.validate()
@@ -224,11 +305,17 @@ class TrainInstruction:
             )
         if self.payload not in PAYLOADS:
             raise ContractError(f"{PAYLOAD!r} must be one of {PAYLOADS}, got {self.payload!r}")
+        if self.tie_rule not in TIE_RULES:
+            raise ContractError(f"{TIE_RULE!r} must be one of {TIE_RULES}, got {self.tie_rule!r}")
+        if self.downlink not in DOWNLINKS:
+            raise ContractError(f"{DOWNLINK!r} must be one of {DOWNLINKS}, got {self.downlink!r}")
+        if not 0.0 <= self.weight_decay < float("inf"):
+            raise ContractError(f"{WEIGHT_DECAY!r} must be finite and >= 0")
         overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
         if overlap:
             raise ContractError(f"{overlap} are both voted on and reported as buffers")
 
-    def to_config(self) -> dict[str, int | str | list[int] | list[str]]:
+    def to_config(self) -> dict[str, int | float | str | list[int] | list[str]]:
         """Return the instruction as the flat mapping a ``ConfigRecord`` holds."""
         return {
             SERVER_ROUND: self.server_round,
@@ -243,6 +330,9 @@ class TrainInstruction:
             NUM_COORDINATES: self.num_coordinates,
             BUFFER_KEYS: list(self.buffer_keys),
             PAYLOAD: self.payload,
+            TIE_RULE: self.tie_rule,
+            WEIGHT_DECAY: self.weight_decay,
+            DOWNLINK: self.downlink,
         }
 
     @classmethod
@@ -285,6 +375,9 @@ class TrainInstruction:
             num_coordinates=_int(config, NUM_COORDINATES),
             buffer_keys=buffers,
             payload=str(payload),
+            tie_rule=str(config.get(TIE_RULE, TIE_RULE_GRADIENT)),
+            weight_decay=_float(config, WEIGHT_DECAY),
+            downlink=str(config.get(DOWNLINK, DOWNLINK_FULL)),
         )
 
 

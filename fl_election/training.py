@@ -108,11 +108,15 @@ class PartitionSigns:
         Mean loss of each batch (before any update).
     num_examples : int
         Total number of samples over the batches.
+    gradient_mean : torch.Tensor | None
+        float32 mean of the (noisy) gradients of the rows asked for with ``mean_of``, on the
+        CPU; ``None`` when none were asked for. The 1-bit tie rule uses it.
     """
 
     signs: torch.Tensor
     losses: list[float]
     num_examples: int
+    gradient_mean: torch.Tensor | None = None
 
 
 def partition_signs(
@@ -124,6 +128,7 @@ def partition_signs(
     targets_fn: TargetsFn | None = None,
     noise_std: float = 0.0,
     noise_seed: int = 0,
+    mean_of: Sequence[int] = (),
 ) -> PartitionSigns:
     """Compute the sign of the gradient of every batch (one batch per held partition).
 
@@ -153,6 +158,9 @@ def partition_signs(
     noise_seed : int (default: 0)
         Seed of the noise generator; noise for batch ``l`` is the ``l``-th draw, so the result
         is reproducible.
+    mean_of : Sequence[int] (default: ())
+        Rows whose float gradients are averaged into ``gradient_mean`` (one more float
+        vector alive).
 
     Returns
     -------
@@ -170,6 +178,8 @@ def partition_signs(
         generator = torch.Generator(device="cpu").manual_seed(noise_seed)
     losses: list[float] = []
     num_examples = 0
+    averaged = set(mean_of)
+    total: torch.Tensor | None = None
     for row, (x, y) in enumerate(batches):
         loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn)
         losses.append(loss)
@@ -179,9 +189,12 @@ def partition_signs(
             noise = torch.randn(dimension, generator=generator, dtype=torch.float32)
             gradient.add_(noise.to(gradient.device), alpha=noise_std)
         signs[row].copy_(torch.sign(gradient))
+        if row in averaged:
+            total = gradient.clone() if total is None else total.add_(gradient)
         del gradient
     model.zero_grad(set_to_none=True)
-    return PartitionSigns(signs=signs, losses=losses, num_examples=num_examples)
+    mean = None if total is None else (total / len(averaged)).to("cpu")
+    return PartitionSigns(signs=signs, losses=losses, num_examples=num_examples, gradient_mean=mean)
 
 
 def partition_gradients(

@@ -60,6 +60,8 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "min_valid_votes": cfg.min_valid_votes or None,
         "max_rounds_below_quorum": cfg.max_rounds_below_quorum,
         "reassign_after": cfg.reassign_after,
+        "tie_rule": cfg.tie_rule,
+        "downlink": cfg.downlink,
         "trainable_keys": trainable_keys,
         "evaluate_every": cfg.client_eval_every,
     }

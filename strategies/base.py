@@ -36,8 +36,15 @@ from fl_election.aggregation import coordinate_median
 from fl_election.audit import Rejection, RoundAudit, sanitize
 from fl_election.codes import AllocationCode
 from fl_election.contract import ContractError, TrainInstruction
-from fl_election.optim import SignMomentumSGD, flatten_arrays, step_lr, unflatten_arrays
+from fl_election.optim import (
+    SignMomentumSGD,
+    fingerprint,
+    flatten_arrays,
+    step_lr,
+    unflatten_arrays,
+)
 from fl_election.quorum import QuorumDecision, QuorumRule
+from fl_election.wire import encode_vote
 
 __all__ = ["DirectionStrategy", "ParsedReply", "QuorumError", "RejectedReply"]
 
@@ -54,7 +61,7 @@ class ParsedReply:
     payload: np.ndarray
     abstain: np.ndarray | None
     buffers: dict[str, np.ndarray]
-    metrics: dict[str, float]
+    metrics: dict[str, int | float]
     num_bytes: int
 
 
@@ -116,6 +123,16 @@ class DirectionStrategy(FedAvg):
     reassign_after : int (default: 3)
         A row whose node gave no accepted reply for this many rounds in a row, or left, moves
         to a connected node that has no row (node churn); 0 never moves rows.
+    tie_rule : str (default: "gradient")
+        How a node votes where its partitions tie: ``"gradient"`` (one bit per coordinate,
+        by the sign of its regularised mean gradient) or ``"abstain"`` (a 0 vote, sent in a
+        second plane). See :mod:`fl_election.contract`.
+    downlink : str (default: "vote")
+        ``"vote"``: nodes keep the model and the momentum in their node state and receive
+        only the elected direction (1 bit per coordinate) and the batch-norm buffers, the
+        full model only in their first round, after churn or resume, or when their copy is
+        out of step; ``"full"``: every message carries the model (stateless clients). The
+        float baseline always sends the model.
     evaluate_every : int (default: 0)
         Federated evaluation every this many rounds; 0 disables it.
     node_wait_timeout : float (default: 300.0)
@@ -143,6 +160,8 @@ class DirectionStrategy(FedAvg):
         min_valid_votes: int | None = None,
         max_rounds_below_quorum: int = 3,
         reassign_after: int = 3,
+        tie_rule: str = contract.TIE_RULE_GRADIENT,
+        downlink: str = contract.DOWNLINK_VOTE,
         evaluate_every: int = 0,
         node_wait_timeout: float = 300.0,
     ) -> None:
@@ -163,6 +182,10 @@ class DirectionStrategy(FedAvg):
             raise ValueError(f"max_rounds_below_quorum must be >= 1, got {max_rounds_below_quorum}")
         if reassign_after < 0:
             raise ValueError(f"reassign_after must be >= 0, got {reassign_after}")
+        if tie_rule not in contract.TIE_RULES:
+            raise ValueError(f"tie_rule must be one of {contract.TIE_RULES}, got {tie_rule!r}")
+        if downlink not in contract.DOWNLINKS:
+            raise ValueError(f"downlink must be one of {contract.DOWNLINKS}, got {downlink!r}")
         if batch_size < self.num_partitions_for(num_nodes):
             raise ValueError(
                 f"batch_size ({batch_size}) must be >= the number of partitions "
@@ -206,6 +229,16 @@ class DirectionStrategy(FedAvg):
         self._trainable_shapes: list[tuple[int, ...]] = []
         self._buffer_shapes: dict[str, tuple[int, ...]] = {}
         self._sent_to: dict[int, int] = {}
+        # Vote downlink: which node holds which round's model (by the fingerprint it
+        # reported), and the last round's step.
+        self.downlink = downlink if self.payload == contract.PAYLOAD_SIGN_VOTE else "full"
+        self.tie_rule = tie_rule
+        self._holds: dict[int, int] = {}
+        self._fingerprint = 0
+        self._has_update = False
+        self._last_direction: np.ndarray | None = None
+        self._last_lr = 0.0
+        self._downlink_bytes = 0
 
     # ------------------------------------------------------------------ the subclass's part
     def num_partitions_for(self, num_nodes: int) -> int:
@@ -393,6 +426,9 @@ class DirectionStrategy(FedAvg):
             num_coordinates=self.num_coordinates,
             buffer_keys=tuple(self.buffer_keys),
             payload=self.payload,
+            tie_rule=self.tie_rule,
+            weight_decay=self.optimizer.weight_decay,
+            downlink=self.downlink,
         )
 
     # ------------------------------------------------------------------ training
@@ -407,6 +443,14 @@ class DirectionStrategy(FedAvg):
         self._reassign_orphans(connected)
         self._read_layout(arrays)
         self._arrays = arrays
+        self._downlink_bytes = 0
+        update = momentum = None
+        if self.downlink == contract.DOWNLINK_VOTE:
+            keys = [*(self.trainable_keys or []), *self._buffer_shapes]
+            self._fingerprint = fingerprint([arrays[k].numpy() for k in keys])
+            update = self._update_record(arrays)
+            if self.optimizer.buf is not None:
+                momentum = ArrayRecord({contract.MOMENTUM_BUFFER: Array(self.optimizer.buf)})
         messages = []
         for node_id, worker in self.node_to_worker.items():
             if not self.partitions_of(worker):  # an empty row has nothing to vote on
@@ -415,7 +459,19 @@ class DirectionStrategy(FedAvg):
                 continue
             node_config = ConfigRecord(dict(config))
             node_config.update(self.instruction(run_round, worker).to_config())
-            record = RecordDict({contract.ARRAYS: arrays, contract.CONFIG: node_config})
+            record = RecordDict({contract.CONFIG: node_config})
+            if self.downlink == contract.DOWNLINK_VOTE:
+                node_config[contract.MODEL_FINGERPRINT] = self._fingerprint
+                node_config[contract.MOMENTUM_COEFFICIENT] = self.optimizer.momentum
+            if update is not None and self._holds.get(node_id) == run_round - 1:
+                record[contract.UPDATE] = update
+                node_config[contract.UPDATE_LR] = self._last_lr
+                node_config[contract.UPDATE_APPLIED] = int(self._last_direction is not None)
+            else:
+                record[contract.ARRAYS] = arrays
+                if momentum is not None:
+                    record[contract.MOMENTUM] = momentum
+            self._downlink_bytes += _record_bytes(record)
             messages.append(
                 Message(content=record, message_type=MessageType.TRAIN, dst_node_id=node_id)
             )
@@ -427,6 +483,18 @@ class DirectionStrategy(FedAvg):
         log(INFO, "configure_train: sent %d train messages", len(messages))
         return messages
 
+    def _update_record(self, arrays: ArrayRecord) -> ArrayRecord | None:
+        """Return last round's update (direction planes and buffers), or None in round 1."""
+        if not self._has_update:
+            return None
+        record = ArrayRecord()
+        if self._last_direction is not None:
+            for key, plane in encode_vote(self._last_direction).items():
+                record[key] = Array(plane)
+        for key in self._buffer_shapes:
+            record[key] = arrays[key]
+        return record
+
     def parse_reply(self, message: Message) -> ParsedReply:
         """Check one reply against the contract; return it or raise :class:`RejectedReply`.
 
@@ -435,10 +503,12 @@ class DirectionStrategy(FedAvg):
         """
         node = message.metadata.src_node_id
         if message.has_error():
-            breach = message.error.code == contract.CONTRACT_ERROR_CODE
+            code = {
+                contract.CONTRACT_ERROR_CODE: "contract",
+                contract.RESYNC_ERROR_CODE: "resync",
+            }.get(message.error.code, "error")
             raise RejectedReply(
-                f"node {node} replied with an error: {message.error.reason}",
-                code="contract" if breach else "error",
+                f"node {node} replied with an error: {message.error.reason}", code=code
             )
         content = message.content
         if contract.VOTE not in content.array_records:
@@ -470,9 +540,9 @@ class DirectionStrategy(FedAvg):
         )
 
     @staticmethod
-    def _read_metrics(content: RecordDict) -> dict[str, float]:
+    def _read_metrics(content: RecordDict) -> dict[str, int | float]:
         """Finite scalar metrics of a reply (lists and anything that does not convert dropped)."""
-        metrics: dict[str, float] = {}
+        metrics: dict[str, int | float] = {}
         record = content.metric_records.get(contract.METRICS)
         for key, value in (record or {}).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -482,7 +552,8 @@ class DirectionStrategy(FedAvg):
             except (OverflowError, ValueError):
                 continue
             if np.isfinite(number) and abs(number) < 1e300:
-                metrics[key] = number
+                # integers stay exact: a 63-bit model fingerprint must compare equal
+                metrics[key] = value if isinstance(value, int) else number
         return metrics
 
     def _read_buffers(self, node: int, content: RecordDict) -> dict[str, np.ndarray]:
@@ -590,6 +661,11 @@ class DirectionStrategy(FedAvg):
         votes, rejected = self.collect_votes(replies)
         answered = {m.metadata.src_node_id for m in replies}
         voters = {v.node_id for v in votes}
+        self._holds = {
+            v.node_id: run_round
+            for v in votes
+            if v.metrics.get(contract.METRIC_MODEL_FINGERPRINT) == self._fingerprint
+        }
         for node in self._sent_to:
             self._rounds_without_vote[node] = (
                 0 if node in voters else self._rounds_without_vote.get(node, 0) + 1
@@ -620,8 +696,15 @@ class DirectionStrategy(FedAvg):
             "rejected-rows": [r.row for r in rejected if r.row is not None],
             "applied": int(decision.applied),
             "uplink-bytes": int(sum(v.num_bytes for v in votes)),
+            "downlink-bytes": self._downlink_bytes,
             "lr": lr,
         }
+        if votes and self.num_coordinates:
+            bits = 8 * sum(v.num_bytes for v in votes) / (len(votes) * self.num_coordinates)
+            metrics["uplink-bits-per-coordinate"] = bits
+        self._has_update = True
+        self._last_direction = None
+        self._last_lr = lr
         for key in (contract.METRIC_TRAIN_LOSS, contract.METRIC_COMPUTE_TIME):
             values = [v.metrics[key] for v in votes if key in v.metrics]
             if values:  # the median: a minority of nodes cannot steer a reported metric
@@ -632,6 +715,7 @@ class DirectionStrategy(FedAvg):
         self.rounds_applied += 1
         direction, extra = self.aggregate_payloads(votes, self.num_coordinates)
         metrics.update(extra)
+        self._last_direction = direction
 
         weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])
         updated = self.optimizer.step(weights, direction, lr)
@@ -694,3 +778,8 @@ class DirectionStrategy(FedAvg):
             for m in super().configure_evaluate(server_round, arrays, config, grid)
             if m.metadata.dst_node_id in connected
         ]
+
+
+def _record_bytes(record: RecordDict) -> int:
+    """Bytes of the arrays a message carries (what dominates its size on the wire)."""
+    return sum(len(a.data) for r in record.array_records.values() for a in r.values())

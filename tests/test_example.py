@@ -31,8 +31,8 @@ from fl_election.codes import deterministic
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.simulations.inprocess import InProcessGrid
 from fl_election.strategies import ElectionCoding, FullGradientMedian, vote_keys
-from fl_election.training import partition_gradients, partition_signs, vote_parameters
-from fl_election.voting import local_majority, unpack_signs
+from fl_election.training import partition_gradients, vote_parameters
+from fl_election.voting import unpack_signs
 from fl_election.wire import decode_vote
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "breast-cancer"
@@ -104,14 +104,40 @@ def the_vote(reply: Message, d: int) -> np.ndarray:
     return unpack_signs(signs, d, abstain)
 
 
-def reference_signs(message: Message, partitions, **kwargs) -> torch.Tensor:
-    """Per-partition signs computed directly, without the client API or the mod."""
+def reference_gradients(
+    message: Message, partitions, *, targets_fn=None, noise_std=0.0, noise_seed=0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-partition float gradients (noise added as the client does) and the weights."""
     instruction = TrainInstruction.from_config(message.content[contract.CONFIG])
     net = Net()
     net.load_state_dict(message.content[contract.ARRAYS].to_torch_state_dict())
     batches = [partition_batch(TRAIN, instruction, j) for j in partitions]
     params = vote_parameters(net, instruction.vote_keys)
-    return partition_signs(net, batches, loss_fn=loss_fn, parameters=params, **kwargs).signs
+    grads, _ = partition_gradients(
+        net, batches, loss_fn=loss_fn, parameters=params, targets_fn=targets_fn
+    )
+    if noise_std:
+        generator = torch.Generator().manual_seed(noise_seed)
+        for row in range(grads.shape[0]):
+            noise = torch.randn(grads.shape[1], generator=generator, dtype=torch.float32)
+            grads[row].add_(noise, alpha=noise_std)
+    weights = torch.cat([p.detach().reshape(-1) for p in params])
+    return grads, weights
+
+
+def reference_signs(message: Message, partitions, **kwargs) -> torch.Tensor:
+    """Per-partition signs computed directly, without the client API or the mod."""
+    return torch.sign(reference_gradients(message, partitions, **kwargs)[0]).to(torch.int8)
+
+
+def honest_vote(message: Message, **kwargs) -> np.ndarray:
+    """The 1-bit honest vote, from the contract's definition of the tie rule."""
+    instruction = TrainInstruction.from_config(message.content[contract.CONFIG])
+    grads, weights = reference_gradients(message, list(instruction.partition_ids), **kwargs)
+    vote = torch.sign(torch.sign(grads).sum(dim=0))
+    regularised = grads.mean(dim=0) + instruction.weight_decay * weights
+    tie_break = torch.where(regularised < 0, -1.0, 1.0)
+    return torch.where(vote == 0, tie_break, vote).to(torch.int8).numpy()
 
 
 def noise_seed(instruction: TrainInstruction) -> int:
@@ -129,9 +155,9 @@ def attack_rng(instruction: TrainInstruction) -> np.random.Generator:
 
 def expected_vote(name: str, message: Message, params: dict) -> np.ndarray:
     instruction = TrainInstruction.from_config(message.content[contract.CONFIG])
-    own = list(instruction.partition_ids)
     everyone = list(range(instruction.num_partitions))
-    honest = local_majority(reference_signs(message, own)).numpy()
+    honest = honest_vote(message)
+    assert set(np.unique(honest)) <= {-1, 1}  # one bit per coordinate
     if name in ("none", "malformed"):
         return honest
     if name == "reverse":
@@ -149,13 +175,11 @@ def expected_vote(name: str, message: Message, params: dict) -> np.ndarray:
         attack = AlieAttack(num_partitions=instruction.num_partitions, z=params["attack-z"])
         return attack.forge(honest, sign_sum, attack_rng(instruction))
     if name == "label-flip":
-        flipped = reference_signs(message, own, targets_fn=lambda y, out: 1 - y)
-        return local_majority(flipped).numpy()
+        return honest_vote(message, targets_fn=lambda y, out: 1 - y)
     if name == "gaussian-noise":
-        noisy = reference_signs(
-            message, own, noise_std=params["attack-std"], noise_seed=noise_seed(instruction)
+        return honest_vote(
+            message, noise_std=params["attack-std"], noise_seed=noise_seed(instruction)
         )
-        return local_majority(noisy).numpy()
     raise AssertionError(f"no expectation for {name}")
 
 
