@@ -83,6 +83,7 @@ _default_collate_fn: Callable[[list[Any]], Any] = _default_collate
 #: Records of the node state (``context.state``) under ``downlink = "vote"``.
 _STATE_MODEL = "fl-election.model"
 _STATE_MOMENTUM = "fl-election.momentum"
+_STATE_SIGNUM = "fl-election.signum"
 
 
 def default_device() -> torch.device:
@@ -166,13 +167,14 @@ def _compute(
     loss_fn: LossFn,
     data: TrainData,
     instruction: TrainInstruction,
-    hook: ActiveAttack | None,
+    attack_hook: ActiveAttack | None,
     augment: AugmentFn | None,
     noise_std: float,
+    context: Context | None,
 ) -> _Computed:
     """Gradients of the held (or, for an omniscient attack, all) partitions, then the vote."""
     parameters = vote_parameters(model, instruction.vote_keys, instruction.num_coordinates)
-    attack = hook.attack if hook is not None else None
+    attack = attack_hook.attack if attack_hook is not None else None
     own = list(instruction.partition_ids)
     everyone = attack is not None and attack.needs_sign_sum
     computed = list(range(instruction.num_partitions)) if everyone else own
@@ -186,7 +188,7 @@ def _compute(
     if attack is not None and attack.perturbs_gradient:
         noise_std = float(getattr(attack, "std", noise_std))
     rows = [computed.index(j) for j in own]
-    rng = hook.rng if hook is not None else np.random.default_rng(0)
+    rng = attack_hook.rng if attack_hook is not None else np.random.default_rng(0)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
         gradients, losses = partition_gradients(
             model, batches, loss_fn=loss_fn, parameters=parameters, targets_fn=targets_fn
@@ -207,6 +209,9 @@ def _compute(
         losses = [losses[r] for r in rows]
     else:
         one_bit = instruction.tie_rule == contract.TIE_RULE_GRADIENT
+        signum = None
+        if instruction.worker_momentum > 0.0:
+            signum = _signum_hook(context, computed, instruction.worker_momentum)
         result = partition_signs(
             model,
             batches,
@@ -216,7 +221,14 @@ def _compute(
             noise_std=noise_std,
             noise_seed=_noise_seed(instruction.seed, instruction.step, instruction.worker_index),
             mean_of=rows if one_bit else (),
+            gradient_hook=signum,
         )
+        if signum is not None:
+            assert context is not None
+            momenta = signum.momenta  # type: ignore[attr-defined]
+            context.state[_STATE_SIGNUM] = ArrayRecord(
+                {str(j): Array(m.numpy()) for j, m in momenta.items()}
+            )
         honest = local_majority(result.signs[rows])
         if one_bit:
             assert result.gradient_mean is not None
@@ -228,9 +240,37 @@ def _compute(
             vote = encode_vote(honest)
         losses = [result.losses[r] for r in rows]
         num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
-    if hook is not None:
-        hook.used = True
+    if attack_hook is not None:
+        attack_hook.used = True
     return _Computed(vote=vote, losses=losses, num_examples=num_examples)
+
+
+def _signum_hook(
+    context: Context | None, partitions: list[int], beta: float
+) -> Callable[[int, torch.Tensor], torch.Tensor]:
+    """Return the hook that replaces each partition's gradient by its moving average.
+
+    ``m_j = beta * m_j + (1 - beta) * g_j``, kept per partition ``j`` in the node state, so
+    every honest holder of a partition computes the same ``m_j`` (Signum, worker side).
+    """
+    if context is None:
+        raise ContractError("worker momentum keeps state on the node: pass context=context")
+    stored = context.state.array_records.get(_STATE_SIGNUM)
+    momenta: dict[int, torch.Tensor] = {}
+
+    def hook(row: int, gradient: torch.Tensor) -> torch.Tensor:
+        j = partitions[row]
+        previous = stored.get(str(j)) if stored is not None else None
+        current = gradient.to("cpu")
+        if previous is not None and tuple(previous.shape) == tuple(current.shape):
+            average = torch.from_numpy(previous.numpy()).mul_(beta).add_(current, alpha=1 - beta)
+        else:
+            average = current.mul(1 - beta)
+        momenta[j] = average
+        return average.to(gradient.device)
+
+    hook.momenta = momenta  # type: ignore[attr-defined]
+    return hook
 
 
 def break_ties(
@@ -438,8 +478,9 @@ def coded_train(
                 "the server's arrays do not fit this node's model (the two sides build "
                 f"different models): {sanitize(error, 300)}"
             ) from error
-        hook = active_attack()
-        computed = _compute(model, loss_fn, data, instruction, hook, augment, noise_std)
+        computed = _compute(
+            model, loss_fn, data, instruction, active_attack(), augment, noise_std, context
+        )
         buffers = _buffers(model, instruction.buffer_keys)
     except _Resync as error:
         return Message(Error(code=contract.RESYNC_ERROR_CODE, reason=str(error)), reply_to=msg)

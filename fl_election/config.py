@@ -218,6 +218,9 @@ class RunConfig:
     downlink : str (default: "vote")
         ``vote`` (nodes keep the model and receive the elected direction, 1 bit per
         coordinate, and the batch-norm buffers) or ``full`` (the model every round).
+    worker_momentum : float (default: 0.0)
+        Worker-side momentum (Signum) per partition, in ``[0, 1)``; 0 disables it. Usually
+        with ``momentum = 0``.
     resume : bool (default: False)
         Start from the run's checkpoint when there is one (same config, other than
         ``num-server-rounds``, ``checkpoint-every`` and ``resume``).
@@ -264,6 +267,7 @@ class RunConfig:
     checkpoint_every: int = 10
     tie_rule: str = "gradient"
     downlink: str = "vote"
+    worker_momentum: float = 0.0
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -561,6 +565,10 @@ class RunConfig:
         int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
         one_of("tie-rule", self.tie_rule, ("gradient", "abstain"))
         one_of("downlink", self.downlink, ("vote", "full"))
+        need(
+            isinstance(self.worker_momentum, float) and 0.0 <= self.worker_momentum < 1.0,
+            f"worker-momentum must be in [0, 1), got {self.worker_momentum}",
+        )
         problem = _output_dir_problem(self.output_dir)
         need(problem is None, f"output-dir {problem}, got {self.output_dir!r}")
         problem = _run_name_problem(self.run_name)

@@ -99,6 +99,7 @@ __all__ = [
     "UPDATE_APPLIED",
     "UPDATE_LR",
     "WEIGHT_DECAY",
+    "WORKER_MOMENTUM",
     "ContractError",
     "TrainInstruction",
     "buffer_keys",
@@ -160,6 +161,9 @@ DOWNLINK = "downlink"
 DOWNLINK_FULL = "full"
 DOWNLINK_VOTE = "vote"
 DOWNLINKS = (DOWNLINK_FULL, DOWNLINK_VOTE)
+#: Worker-side momentum (Signum): each partition votes the sign of its gradient's moving
+#: average with this coefficient, kept per partition in the node state; 0 disables it.
+WORKER_MOMENTUM = "worker-momentum"
 #: The server's weight decay (the tie rule's regulariser and the update's).
 WEIGHT_DECAY = "weight-decay"
 #: The momentum coefficient of the update (``downlink = "vote"``).
@@ -264,6 +268,8 @@ class TrainInstruction:
     downlink : str (default: "full")
         :data:`DOWNLINK_FULL` or :data:`DOWNLINK_VOTE` (the node keeps the model in its
         node state and applies the server's update).
+    worker_momentum : float (default: 0.0)
+        Signum's coefficient in ``[0, 1)``; 0 votes on plain gradients.
     """
 
     server_round: int
@@ -281,6 +287,7 @@ class TrainInstruction:
     tie_rule: str = TIE_RULE_GRADIENT
     weight_decay: float = 0.0
     downlink: str = DOWNLINK_FULL
+    worker_momentum: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -309,6 +316,8 @@ class TrainInstruction:
             raise ContractError(f"{TIE_RULE!r} must be one of {TIE_RULES}, got {self.tie_rule!r}")
         if self.downlink not in DOWNLINKS:
             raise ContractError(f"{DOWNLINK!r} must be one of {DOWNLINKS}, got {self.downlink!r}")
+        if not 0.0 <= self.worker_momentum < 1.0:
+            raise ContractError(f"{WORKER_MOMENTUM!r} must be in [0, 1)")
         if not 0.0 <= self.weight_decay < float("inf"):
             raise ContractError(f"{WEIGHT_DECAY!r} must be finite and >= 0")
         overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
@@ -333,6 +342,7 @@ class TrainInstruction:
             TIE_RULE: self.tie_rule,
             WEIGHT_DECAY: self.weight_decay,
             DOWNLINK: self.downlink,
+            WORKER_MOMENTUM: self.worker_momentum,
         }
 
     @classmethod
@@ -378,6 +388,7 @@ class TrainInstruction:
             tie_rule=str(config.get(TIE_RULE, TIE_RULE_GRADIENT)),
             weight_decay=_float(config, WEIGHT_DECAY),
             downlink=str(config.get(DOWNLINK, DOWNLINK_FULL)),
+            worker_momentum=_float(config, WORKER_MOMENTUM),
         )
 
 

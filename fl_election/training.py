@@ -129,6 +129,7 @@ def partition_signs(
     noise_std: float = 0.0,
     noise_seed: int = 0,
     mean_of: Sequence[int] = (),
+    gradient_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> PartitionSigns:
     """Compute the sign of the gradient of every batch (one batch per held partition).
 
@@ -161,6 +162,9 @@ def partition_signs(
     mean_of : Sequence[int] (default: ())
         Rows whose float gradients are averaged into ``gradient_mean`` (one more float
         vector alive).
+    gradient_hook : Callable[[int, torch.Tensor], torch.Tensor] | None (default: None)
+        ``hook(row, gradient) -> vector`` whose sign is taken instead of the gradient's
+        (worker-side momentum keeps a moving average per partition this way).
 
     Returns
     -------
@@ -188,6 +192,8 @@ def partition_signs(
             # Drawn on the CPU so the noise is the same whatever device the model is on.
             noise = torch.randn(dimension, generator=generator, dtype=torch.float32)
             gradient.add_(noise.to(gradient.device), alpha=noise_std)
+        if gradient_hook is not None:
+            gradient = gradient_hook(row, gradient)
         signs[row].copy_(torch.sign(gradient))
         if row in averaged:
             total = gradient.clone() if total is None else total.add_(gradient)

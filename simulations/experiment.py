@@ -62,6 +62,7 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "reassign_after": cfg.reassign_after,
         "tie_rule": cfg.tie_rule,
         "downlink": cfg.downlink,
+        "worker_momentum": cfg.worker_momentum,
         "trainable_keys": trainable_keys,
         "evaluate_every": cfg.client_eval_every,
     }

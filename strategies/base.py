@@ -133,6 +133,12 @@ class DirectionStrategy(FedAvg):
         full model only in their first round, after churn or resume, or when their copy is
         out of step; ``"full"``: every message carries the model (stateless clients). The
         float baseline always sends the model.
+    worker_momentum : float (default: 0.0)
+        Worker-side momentum (Signum): each node votes, per partition, the sign of the
+        moving average ``m = beta m + (1 - beta) g`` it keeps in its node state, so every
+        honest holder of a partition agrees; 0 votes on plain gradients. Usually with
+        ``momentum=0`` (no server momentum). A node that takes over a row (churn) starts
+        from zero averages.
     evaluate_every : int (default: 0)
         Federated evaluation every this many rounds; 0 disables it.
     node_wait_timeout : float (default: 300.0)
@@ -162,6 +168,7 @@ class DirectionStrategy(FedAvg):
         reassign_after: int = 3,
         tie_rule: str = contract.TIE_RULE_GRADIENT,
         downlink: str = contract.DOWNLINK_VOTE,
+        worker_momentum: float = 0.0,
         evaluate_every: int = 0,
         node_wait_timeout: float = 300.0,
     ) -> None:
@@ -184,6 +191,8 @@ class DirectionStrategy(FedAvg):
             raise ValueError(f"reassign_after must be >= 0, got {reassign_after}")
         if tie_rule not in contract.TIE_RULES:
             raise ValueError(f"tie_rule must be one of {contract.TIE_RULES}, got {tie_rule!r}")
+        if not 0.0 <= worker_momentum < 1.0:
+            raise ValueError(f"worker_momentum must be in [0, 1), got {worker_momentum}")
         if downlink not in contract.DOWNLINKS:
             raise ValueError(f"downlink must be one of {contract.DOWNLINKS}, got {downlink!r}")
         if batch_size < self.num_partitions_for(num_nodes):
@@ -233,6 +242,7 @@ class DirectionStrategy(FedAvg):
         # reported), and the last round's step.
         self.downlink = downlink if self.payload == contract.PAYLOAD_SIGN_VOTE else "full"
         self.tie_rule = tie_rule
+        self.worker_momentum = worker_momentum
         self._holds: dict[int, int] = {}
         self._fingerprint = 0
         self._has_update = False
@@ -429,6 +439,7 @@ class DirectionStrategy(FedAvg):
             tie_rule=self.tie_rule,
             weight_decay=self.optimizer.weight_decay,
             downlink=self.downlink,
+            worker_momentum=self.worker_momentum,
         )
 
     # ------------------------------------------------------------------ training

@@ -139,3 +139,52 @@ def test_a_malformed_broadcast_is_a_resync_not_a_crash():
         message_type=bad.metadata.message_type,
     )
     assert not list(grid.send_and_receive([again]))[0].has_error()
+
+
+def test_worker_momentum_votes_the_sign_of_each_partitions_moving_average():
+    from fl_election.clients import partition_batch
+    from fl_election.codes import uncoded
+    from fl_election.contract import TrainInstruction
+    from fl_election.training import partition_gradients, vote_parameters
+    from fl_election.voting import unpack_signs
+    from fl_election.wire import decode_vote
+
+    torch.manual_seed(0)
+    net = Net()
+    beta, wd = 0.9, 1e-4
+    strategy = ElectionCoding(
+        uncoded(5), trainable_keys=vote_keys(net), batch_size=100, worker_momentum=beta,
+        momentum=0.0, weight_decay=wd, downlink="full",
+    )  # fmt: skip
+    app = coded_client_app(Net(), loss_fn, TRAIN)
+    grid = InProcessGrid(app, 5, {})
+    arrays = ArrayRecord(net.state_dict())
+    node = 1002
+    votes, instructions = [], []
+    for server_round in (1, 2):
+        message = next(
+            m
+            for m in strategy.configure_train(server_round, arrays, ConfigRecord(), grid)
+            if m.metadata.dst_node_id == node
+        )
+        instructions.append(TrainInstruction.from_config(message.content[contract.CONFIG]))
+        reply = list(grid.send_and_receive([message]))[0]
+        d = instructions[-1].num_coordinates
+        vote = reply.content[contract.VOTE]
+        signs, abstain = decode_vote({k: vote[k].numpy() for k in vote.keys()}, d)
+        votes.append(unpack_signs(signs, d, abstain))
+    # the reference: the moving average of the partition's gradients over the two steps
+    params = vote_parameters(net, vote_keys(net))
+    average = None
+    for instruction in instructions:
+        (j,) = instruction.partition_ids
+        batch = [partition_batch(TRAIN, instruction, j)]
+        g, _ = partition_gradients(net, batch, loss_fn=loss_fn, parameters=params)
+        average = g[0] * (1 - beta) if average is None else average * beta + g[0] * (1 - beta)
+    weights = torch.cat([p.detach().reshape(-1) for p in params])
+    tie_break = torch.where(average + wd * weights < 0, -1, 1)
+    expected = torch.where(average != 0, torch.sign(average), tie_break).to(torch.int8)
+    np.testing.assert_array_equal(votes[1], expected.numpy())
+    plain = torch.sign(g[0])
+    assert (torch.from_numpy(votes[1]) != plain).any()  # momentum changed some votes
+    assert "fl-election.signum" in grid.contexts[node].state.array_records
