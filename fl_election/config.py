@@ -205,9 +205,10 @@ class RunConfig:
     max_rounds_below_quorum : int (default: 3)
         Rounds in a row below quorum after which the run stops with an error naming the
         missing nodes. In ``[1, 10**6]``.
-    reassign_after : int (default: 3)
+    reassign_after : int (default: 2)
         A code row whose node gave no accepted vote for this many rounds in a row (or left)
-        moves to a connected node without a row; 0 never moves rows. In ``[0, 10**6]``.
+        moves to a connected node without a row; 0 never moves rows. In
+        ``[0, max-rounds-below-quorum)``, so that a row moves before the run stops.
     checkpoint_every : int (default: 10)
         Write ``<output-dir>/<run-name>.ckpt.npz`` (atomically) every this many rounds; 0
         never. In ``[0, 10**6]``.
@@ -263,7 +264,7 @@ class RunConfig:
     num_threads: int = 1
     min_valid_votes: int = 0
     max_rounds_below_quorum: int = 3
-    reassign_after: int = 3
+    reassign_after: int = 2
     checkpoint_every: int = 10
     tie_rule: str = "gradient"
     downlink: str = "vote"
@@ -561,7 +562,7 @@ class RunConfig:
         int_in("num-threads", self.num_threads, 1, MAX_THREADS)
         int_in("min-valid-votes", self.min_valid_votes, 0, n)
         int_in("max-rounds-below-quorum", self.max_rounds_below_quorum, 1, MAX_ROUNDS)
-        int_in("reassign-after", self.reassign_after, 0, MAX_ROUNDS)
+        int_in("reassign-after", self.reassign_after, 0, self.max_rounds_below_quorum - 1)
         int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
         one_of("tie-rule", self.tie_rule, ("gradient", "abstain"))
         one_of("downlink", self.downlink, ("vote", "full"))

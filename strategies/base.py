@@ -27,6 +27,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.supercore import log
@@ -120,9 +121,10 @@ class DirectionStrategy(FedAvg):
     max_rounds_below_quorum : int (default: 3)
         Rounds in a row below quorum after which the run stops with an error naming the
         missing and rejected nodes.
-    reassign_after : int (default: 3)
+    reassign_after : int (default: 2)
         A row whose node gave no accepted reply for this many rounds in a row, or left, moves
-        to a connected node that has no row (node churn); 0 never moves rows.
+        to a connected node that has no row (node churn); 0 never moves rows. Must be
+        below ``max_rounds_below_quorum``, so that a row moves before the run stops.
     tie_rule : str (default: "gradient")
         How a node votes where its partitions tie: ``"gradient"`` (one bit per coordinate,
         by the sign of its regularised mean gradient) or ``"abstain"`` (a 0 vote, sent in a
@@ -165,7 +167,7 @@ class DirectionStrategy(FedAvg):
         buffer_keys: Sequence[str] | None = None,
         min_valid_votes: int | None = None,
         max_rounds_below_quorum: int = 3,
-        reassign_after: int = 3,
+        reassign_after: int = 2,
         tie_rule: str = contract.TIE_RULE_GRADIENT,
         downlink: str = contract.DOWNLINK_VOTE,
         worker_momentum: float = 0.0,
@@ -187,8 +189,12 @@ class DirectionStrategy(FedAvg):
             raise ValueError(f"seed must be >= 0, got {seed}")
         if max_rounds_below_quorum < 1:
             raise ValueError(f"max_rounds_below_quorum must be >= 1, got {max_rounds_below_quorum}")
-        if reassign_after < 0:
-            raise ValueError(f"reassign_after must be >= 0, got {reassign_after}")
+        if not 0 <= reassign_after < max_rounds_below_quorum:
+            raise ValueError(
+                f"reassign_after must be in [0, max_rounds_below_quorum = "
+                f"{max_rounds_below_quorum}), got {reassign_after}: a row must move to a "
+                "spare node before the run stops below quorum"
+            )
         if tie_rule not in contract.TIE_RULES:
             raise ValueError(f"tie_rule must be one of {contract.TIE_RULES}, got {tie_rule!r}")
         if not 0.0 <= worker_momentum < 1.0:
@@ -618,6 +624,11 @@ class DirectionStrategy(FedAvg):
         seen: set[int] = set()
         for message in replies:
             node = message.metadata.src_node_id
+            if node == SUPERLINK_NODE_ID and message.has_error():
+                # The SuperLink answers for a node that went offline (NODE_UNAVAILABLE):
+                # that node is counted as missing, not as a rejected reply of "node 1".
+                log(INFO, "Node unavailable: %s", sanitize(message.error.reason))
+                continue
             try:
                 if node not in self._sent_to:
                     raise RejectedReply(

@@ -108,7 +108,11 @@ def test_below_quorum_the_model_is_unchanged_audited_and_the_run_stops_after_thr
 
 def test_a_round_at_quorum_resets_the_count():
     strategy = ElectionCoding(
-        uncoded(3), byzantine_budget=1, trainable_keys=["w"], max_rounds_below_quorum=2
+        uncoded(3),
+        byzantine_budget=1,
+        trainable_keys=["w"],
+        max_rounds_below_quorum=2,
+        reassign_after=0,
     )
     model = arrays()
     for server_round, voters in enumerate([[1], [1, 2, 3], [1], [1, 2, 3], [1]], start=1):
@@ -135,7 +139,9 @@ def test_rows_move_from_a_silent_node_to_a_spare_one():
 
 
 def test_a_departed_node_gets_no_message_and_its_row_moves_when_a_node_joins():
-    strategy = ElectionCoding(uncoded(3), trainable_keys=["w"], reassign_after=5)
+    strategy = ElectionCoding(
+        uncoded(3), trainable_keys=["w"], reassign_after=5, max_rounds_below_quorum=9
+    )
     model = arrays()
     configure(strategy, 1, model, [1, 2, 3])
     out = configure(strategy, 2, model, [1, 2])  # node 3 left, no spare yet
@@ -159,3 +165,35 @@ def test_a_run_that_never_applied_a_vote_raises():
     grid = InProcessGrid(silent, 3, {})
     with pytest.raises(QuorumError, match="no round's vote was ever applied"):
         strategy.start(grid=grid, initial_arrays=arrays(), num_rounds=2)
+
+
+def test_with_the_defaults_a_silent_row_moves_before_the_run_stops():
+    # deterministic(5, 1) is certified only with every row: a silent row stops the vote
+    strategy = ElectionCoding(deterministic(5, 1), byzantine_budget=1, trainable_keys=["w"])
+    assert strategy.reassign_after < strategy.max_rounds_below_quorum
+    model = arrays()
+    nodes = [10, 11, 12, 13, 14]
+    for server_round in range(1, 6):
+        connected = nodes + [99] if server_round >= 2 else nodes
+        out = configure(strategy, server_round, model, connected)
+        live = [n for n in out if n != 14]  # node 14 stays connected but never votes
+        strategy.aggregate_train(server_round, [vote(out[n]) for n in live])
+    moved = [a.reassigned for a in strategy.audit if a.reassigned]
+    assert moved == [[{"row": strategy.node_to_worker[99], "from": 14, "to": 99}]]
+    assert strategy.audit[-1].applied
+
+
+def test_reassign_after_must_come_before_the_stop():
+    with pytest.raises(ValueError, match="reassign_after"):
+        ElectionCoding(uncoded(3), reassign_after=3, max_rounds_below_quorum=3)
+
+
+def test_the_superlinks_node_unavailable_reply_is_not_a_rejection():
+    from flwr.common.constant import SUPERLINK_NODE_ID
+
+    strategy = ElectionCoding(uncoded(3), trainable_keys=["w"])
+    out = configure(strategy, 1, arrays(), [1, 2, 3])
+    unavailable = Message(Error(code=5, reason="node unavailable"), reply_to=out[3])
+    unavailable.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+    _, metrics = strategy.aggregate_train(1, [vote(out[1]), vote(out[2]), unavailable])
+    assert metrics["rejected-replies"] == 0 and metrics["missing-rows"] == [2]
