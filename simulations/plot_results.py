@@ -43,7 +43,12 @@ def summary_table(runs: dict[str, list[dict[str, Any]]]) -> str:
         "uplink per round |",
         "|---|---|---|---|---|---|---|",
     ]
-    for variant, records in runs.items():
+    for variant, stopped_or_not in runs.items():
+        records = [r for r in stopped_or_not if "stopped" not in r]
+        if not records:  # every seed failed closed (e.g. below quorum)
+            reason = stopped_or_not[0]["stopped"].split(";")[0]
+            lines.append(f"| {variant} | | | | stopped: {reason} | {len(stopped_or_not)} | |")
+            continue
         finals = np.array([r["final"]["test-accuracy"] for r in records])
         code = records[0]["code"]
         uplink = np.mean([row.get("uplink-bytes", 0) for row in records[0]["rounds"]])
@@ -69,7 +74,9 @@ def plot_sweep(folder: Path, figures: Path) -> Path | None:
     title = json.loads(meta_path.read_text())["title"] if meta_path.exists() else folder.name
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for variant, records in runs.items():
-        curves = [accuracy_curve(r) for r in records]
+        curves = [accuracy_curve(r) for r in records if "stopped" not in r]
+        if not curves:  # failed closed: nothing to plot
+            continue
         rounds = curves[0][0]
         stacked = np.stack([c[1] for c in curves if len(c[1]) == len(rounds)])
         ax.plot(rounds, stacked.mean(axis=0), label=variant)

@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
+    from fl_election.audit import sanitize
     from fl_election.simulations.inprocess import run_inprocess
+    from fl_election.strategies import QuorumError
 
     try:
         sweeps = [(p.stem, load_sweep(p)) for p in args.sweeps]
@@ -85,7 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             target = Path(cfg.output_dir) / f"{cfg.run_name}.json"
             if args.skip_existing and target.exists():
                 continue
-            record = run_inprocess(cfg)
+            try:
+                record = run_inprocess(cfg)
+            except QuorumError as err:
+                # Failing closed is a result: record it and go on with the sweep.
+                stopped = {"config": cfg.to_run_config(), "stopped": sanitize(err, 400)}
+                target.write_text(json.dumps(stopped, indent=1))
+                print(f"{name}/{cfg.run_name}: stopped: {stopped['stopped']}", flush=True)
+                continue
             final: dict[str, float] = record["final"]
             print(
                 f"{name}/{cfg.run_name}: final test accuracy "
