@@ -17,7 +17,16 @@ Conventions used throughout this module:
 * ``worst_margin = min over patterns of (C - W - 2b)``; the code is b-tolerant iff
   ``worst_margin >= 1``.
 * For even ``k`` the patterns with ``sum(m) = 0`` have no defined target and are skipped.
-* ``C - W`` is monotone non-decreasing in every ``m_j`` (``G`` is non-negative), so its minimum
+* ``tie_rule`` (:data:`TIE_RULES`) says what a worker whose local vote is a tie (``G_i . m = 0``:
+  an even load split evenly, or no partition at all) sends. ``"abstain"``: 0, counted neither
+  correct nor wrong (the 2-bit uplink of the SPEC, section 1). ``"forced"``: the worker breaks
+  the tie by a local rule (for a 1-bit uplink, e.g. the sign of its summed float gradient) that
+  the certificate does not trust, so a tie counts as a *wrong* vote (``W``). That is the
+  adversary's worst case and it is attained: making every positive partition gradient tiny and
+  every negative one large turns every tie wrong at once, consistently for workers that hold
+  the same partitions. Workers with odd loads never tie, so both rules agree on them.
+* ``C - W`` is monotone non-decreasing in every ``m_j`` under both tie rules (``G`` is
+  non-negative and each local vote is a non-decreasing function of ``G_i . m``), so its minimum
   over ``{m : sum(m) > 0}`` is attained on the *minimal majority layer*: the patterns with
   exactly ``t = k // 2 + 1`` entries ``+1``. Enumeration, the integer program and the sampled
   estimate all work on that layer, which is exact and ``C(k, t) / 2^(k-1)`` times smaller.
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CERTIFY_METHODS",
+    "TIE_RULES",
     "Certificate",
     "certify",
     "enumerate_violations",
@@ -53,6 +63,12 @@ __all__ = [
 
 CertifyMethod = Literal["auto", "enumeration", "milp", "sampled"]
 CERTIFY_METHODS: tuple[str, ...] = ("auto", "enumeration", "milp", "sampled")
+
+TieRule = Literal["abstain", "forced"]
+#: What a worker with a tied local vote sends, as far as the certificate is concerned:
+#: ``"abstain"`` (0, neither correct nor wrong) or ``"forced"`` (broken by a local rule the
+#: certificate does not trust, so counted as a wrong vote).
+TIE_RULES: tuple[str, ...] = ("abstain", "forced")
 
 #: ``method="auto"`` enumerates when ``C(k, k//2+1) * n`` is at most this many vote evaluations
 #: (k = 24 with n = 25 is 6.2e7; k = 26 with n = 26 is 2.5e8), and solves a MILP beyond.
@@ -96,6 +112,9 @@ class Certificate:
         minimal-majority patterns break the code" when no violation was found.
     samples : int or None (default: None)
         Sampled only: number of patterns drawn.
+    tie_rule : str (default: "abstain")
+        The vote model checked (:data:`TIE_RULES`): ``"abstain"`` (a tied worker sends 0) or
+        ``"forced"`` (a tied worker's forced vote is counted as wrong).
     """
 
     b: int
@@ -107,29 +126,31 @@ class Certificate:
     method: str
     confidence: float | None = None
     samples: int | None = None
+    tie_rule: str = "abstain"
 
     def __str__(self) -> str:
         """Return a plain-language summary of the certificate."""
         verdict = "perfectly" if self.tolerant else "NOT"
+        ties = _TIE_RULE_TEXT.get(self.tie_rule, f"ties {self.tie_rule}")
         lines = []
         if self.exact:
             lines.append(
-                f"{verdict} {self.b}-tolerant (exact, {self.method}); "
+                f"{verdict} {self.b}-tolerant (exact, {self.method}, {ties}); "
                 f"worst margin C - W - 2b = {self.worst_margin} (needs >= 1)"
             )
         elif self.tolerant:
             bound = 3.0 / self.samples if self.samples else float("nan")
             conf = self.confidence if self.confidence is not None else SAMPLED_CONFIDENCE
             lines.append(
-                f"SAMPLED ESTIMATE, not a proof: no violation of {self.b}-tolerance in "
+                f"SAMPLED ESTIMATE, not a proof: no violation of {self.b}-tolerance ({ties}) in "
                 f"{self.samples} random minimal-majority patterns; with {conf:.0%} confidence "
                 f"fewer than {bound:.2g} of those patterns break the code; smallest sampled "
                 f"margin C - W - 2b = {self.worst_margin}"
             )
         else:
             lines.append(
-                f"NOT {self.b}-tolerant (sampled search found a breaking pattern, which is a "
-                f"proof); smallest sampled margin C - W - 2b = {self.worst_margin}"
+                f"NOT {self.b}-tolerant ({ties}; sampled search found a breaking pattern, which "
+                f"is a proof); smallest sampled margin C - W - 2b = {self.worst_margin}"
             )
         if self.witness_pattern is not None:
             signs = "".join("+" if s > 0 else "-" for s in self.witness_pattern)
@@ -138,7 +159,19 @@ class Certificate:
         return "\n".join(lines)
 
 
+_TIE_RULE_TEXT = {
+    "abstain": "ties abstain",
+    "forced": "ties forced, counted wrong",
+}
+
+
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_tie_rule(tie_rule: str) -> str:
+    if not isinstance(tie_rule, str) or tie_rule not in TIE_RULES:
+        raise ValueError(f"unknown tie_rule {tie_rule!r}; valid: {', '.join(TIE_RULES)}")
+    return tie_rule
 
 
 def _as_matrix(code: AllocationCode) -> NDArray[np.uint8]:
@@ -160,14 +193,22 @@ def _threshold_positives(k: int) -> int:
     return k // 2 + 1
 
 
-def _votes(matrix: NDArray[np.uint8], positives: NDArray[np.uint8]) -> NDArray[np.int8]:
+def _votes(
+    matrix: NDArray[np.uint8], positives: NDArray[np.uint8], tie_rule: str = "abstain"
+) -> NDArray[np.int8]:
     """Local votes ``c_i`` for 0/1 positive-indicator rows ``positives`` (shape ``(N, k)``).
 
-    Returns an ``(N, n)`` int8 array in {-1, 0, +1}.
+    The rows must have ``mu = +1`` (more than ``k / 2`` positives): under ``tie_rule="forced"``
+    a tie becomes ``-1 = -mu``, the wrong vote. Returns an ``(N, n)`` int8 array in
+    {-1, 0, +1} ({-1, +1} when forced).
     """
     hits = positives.astype(np.float32) @ matrix.T.astype(np.float32)
     loads = matrix.sum(axis=1).astype(np.float32)
-    votes: NDArray[np.int8] = np.sign(2.0 * hits - loads).astype(np.int8)
+    local = 2.0 * hits - loads
+    if tie_rule == "forced":
+        forced: NDArray[np.int8] = np.where(local > 0, 1, -1).astype(np.int8)
+        return forced
+    votes: NDArray[np.int8] = np.sign(local).astype(np.int8)
     return votes
 
 
@@ -210,7 +251,10 @@ def _pattern_from_positives(positives: NDArray[np.uint8]) -> tuple[int, ...]:
 
 
 def _byzantine_for(votes: NDArray[np.int8], b: int, loads: NDArray[np.int64]) -> tuple[int, ...]:
-    """Pick the ``b`` workers the worst adversary takes over: correct voters, heavier first."""
+    """Pick the ``b`` workers the worst adversary takes over: correct voters, heavier first.
+
+    ``votes`` are the local votes under the certificate's tie rule (no 0 when forced).
+    """
     order = sorted(range(len(votes)), key=lambda i: (-int(votes[i]), -int(loads[i]), i))
     return tuple(sorted(order[:b]))
 
@@ -219,7 +263,10 @@ def _byzantine_for(votes: NDArray[np.int8], b: int, loads: NDArray[np.int64]) ->
 
 
 def _enumerate_min(
-    matrix: NDArray[np.uint8], threshold: int | None = None, cap: int = 0
+    matrix: NDArray[np.uint8],
+    threshold: int | None = None,
+    cap: int = 0,
+    tie_rule: str = "abstain",
 ) -> tuple[int, NDArray[np.uint8]]:
     """Exact ``min (C - W)`` over the minimal majority layer, by chunked vectorized enumeration.
 
@@ -229,7 +276,10 @@ def _enumerate_min(
 
     Returns the minimum and the 0/1 positives indicator of a minimizing pattern; with a
     ``threshold``, returns instead the minimum and up to ``cap`` violating patterns (rows).
+    Under ``tie_rule="forced"`` a worker votes ``+1`` iff ``2 hits - load > 0``, else ``-1``,
+    so ``C - W = 2 * #{positive} - n``.
     """
+    forced = tie_rule == "forced"
     n, k = matrix.shape
     t = _threshold_positives(k)
     low_width = k // 2
@@ -248,7 +298,8 @@ def _enumerate_min(
     ).astype(dtype)
     best = n + 1
     best_pos: NDArray[np.uint8] = np.ones(k, dtype=np.uint8)
-    found: list[NDArray[np.uint8]] = []
+    found: list[NDArray[np.uint8]] = []  # blocks of violating rows
+    found_rows = 0
     for high_count in range(max(0, t - low_width), min(high_width, t) + 1):
         high_idx = np.flatnonzero(high_pop == high_count)
         low_idx = np.flatnonzero(low_pop == t - high_count)
@@ -259,7 +310,10 @@ def _enumerate_min(
         for start in range(0, high_idx.size, rows):
             chunk = high_idx[start : start + rows]
             local = high_part[chunk][:, None, :] + low_block[None, :, :]
-            margin = np.sign(local).sum(axis=2, dtype=np.int32)
+            if forced:
+                margin = 2 * (local > 0).sum(axis=2, dtype=np.int32) - n
+            else:
+                margin = np.sign(local).sum(axis=2, dtype=np.int32)
             flat = int(np.argmin(margin))
             value = int(margin.flat[flat])
             if value < best:
@@ -268,25 +322,24 @@ def _enumerate_min(
                 best_pos = np.concatenate(
                     [low_bits[low_idx[lo_row]], high_bits[chunk[hi_row]]]
                 ).astype(np.uint8)
-            if threshold is not None and value < threshold and len(found) < cap:
+            if threshold is not None and value < threshold and found_rows < cap:
                 hi_rows, lo_rows = np.nonzero(margin < threshold)
-                take = slice(0, cap - len(found))
-                found.extend(
-                    np.concatenate(
-                        [low_bits[low_idx[lo_rows[take]]], high_bits[chunk[hi_rows[take]]]],
-                        axis=1,
-                    )[:, None, :]
+                take = slice(0, cap - found_rows)
+                block = np.concatenate(
+                    [low_bits[low_idx[lo_rows[take]]], high_bits[chunk[hi_rows[take]]]], axis=1
                 )
+                found.append(block)
+                found_rows += len(block)
     if threshold is not None:
         if best >= threshold:
             return best, np.zeros((0, k), dtype=np.uint8)
-        rows = np.concatenate([best_pos[None, :], *found]) if found else best_pos[None, :]
+        rows = np.concatenate([best_pos[None, :], *found])
         return best, rows[: max(cap, 1)].astype(np.uint8)
     return best, best_pos
 
 
 def enumerate_violations(
-    matrix: NDArray[np.uint8], threshold: int, cap: int
+    matrix: NDArray[np.uint8], threshold: int, cap: int, *, tie_rule: str = "abstain"
 ) -> tuple[int, NDArray[np.uint8]]:
     """Exact ``min (C - W)`` and up to ``cap`` minimal-layer patterns with ``C - W < threshold``.
 
@@ -300,6 +353,8 @@ def enumerate_violations(
         Patterns with ``C - W < threshold`` are violations (``2b + 1`` for b-tolerance).
     cap : int
         Maximum number of violating patterns returned.
+    tie_rule : str (default: "abstain")
+        ``"abstain"`` or ``"forced"`` (a tie counts as a wrong vote); see :data:`TIE_RULES`.
 
     Returns
     -------
@@ -308,10 +363,12 @@ def enumerate_violations(
         violating patterns (``r <= cap``; the minimizing pattern is always included when it
         violates).
     """
-    return _enumerate_min(matrix, threshold, cap)
+    return _enumerate_min(matrix, threshold, cap, _check_tie_rule(tie_rule))
 
 
-def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
+def _milp_min(
+    matrix: NDArray[np.uint8], tie_rule: str = "abstain"
+) -> tuple[int, NDArray[np.uint8]]:
     """Exact ``min (C - W)`` over the minimal majority layer as a 0/1 integer program (HiGHS).
 
     Variables: ``x_j`` (partition ``j`` is ``+1``), ``p_i`` (worker ``i`` votes ``+1``),
@@ -320,6 +377,10 @@ def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
     (a negative sum forces ``q_i``); ``q_i = 1 => s_i <= -1``; ``p_i + q_i <= 1``.
     Minimizing ``sum p - sum q`` yields exactly ``min_x (C - W)``, since for a fixed ``x`` the
     constraints only allow ``p_i >= [s_i > 0]`` and ``q_i <= [s_i < 0]``.
+
+    Under ``tie_rule="forced"`` a tie votes ``-1``: the constraints become ``sum x = t``,
+    ``s_i <= L_i p_i`` and ``p_i + q_i = 1`` (so ``q_i = 1`` is allowed whenever ``s_i <= 0``,
+    tie included), and the same objective equals ``2 sum p - n`` with ``p_i >= [s_i > 0]``.
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -340,6 +401,12 @@ def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
         [[t], np.full(n, -np.inf), loads, np.full(n, -np.inf), np.full(n, -np.inf)]
     )
     upper = np.concatenate([[t], loads, np.full(n, np.inf), 2 * loads, np.ones(n)])
+    if tie_rule == "forced":
+        # Keep the first two blocks and p + q = 1; drop the rows that tie q to s < 0.
+        keep = np.r_[0 : 1 + n, 1 + 3 * n : 1 + 4 * n]
+        rows = [np.vstack(rows)[keep]]
+        lower = np.concatenate([lower[: 1 + n], np.ones(n)])
+        upper = upper[keep]
     cost = np.concatenate([np.zeros(k), np.ones(n), -np.ones(n)])
     result = milp(
         cost,
@@ -351,19 +418,21 @@ def _milp_min(matrix: NDArray[np.uint8]) -> tuple[int, NDArray[np.uint8]]:
         raise RuntimeError(f"MILP certificate failed: {result.message}")
     positives = np.round(result.x[:k]).astype(np.uint8)
     # Recompute C - W from the pattern itself rather than trusting the solver's objective.
-    value = int(_votes(matrix, positives[None, :]).sum())
+    value = int(_votes(matrix, positives[None, :], tie_rule).sum())
     return value, positives
 
 
-def _exact_min(matrix: NDArray[np.uint8], method: str) -> tuple[int, NDArray[np.uint8], str]:
+def _exact_min(
+    matrix: NDArray[np.uint8], method: str, tie_rule: str = "abstain"
+) -> tuple[int, NDArray[np.uint8], str]:
     n, k = matrix.shape
     if method == "auto":
         cost = math.comb(k, _threshold_positives(k)) * n
         method = "enumeration" if k <= 24 or cost <= ENUMERATION_LIMIT else "milp"
     if method == "enumeration":
-        value, positives = _enumerate_min(matrix)
+        value, positives = _enumerate_min(matrix, tie_rule=tie_rule)
     else:
-        value, positives = _milp_min(matrix)
+        value, positives = _milp_min(matrix, tie_rule)
     return value, positives, method
 
 
@@ -377,6 +446,7 @@ def certify(
     method: str = "auto",
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
+    tie_rule: str = "abstain",
 ) -> Certificate:
     """Check whether ``code`` is perfectly ``b``-tolerant (SPEC section 2).
 
@@ -397,6 +467,12 @@ def certify(
         Number of patterns for ``method="sampled"``.
     seed : int (default: 0)
         Seed of the sampled estimate.
+    tie_rule : str (default: "abstain")
+        What a worker with a tied local vote sends (:data:`TIE_RULES`): ``"abstain"`` (0,
+        neither correct nor wrong) or ``"forced"`` (a 1-bit uplink breaks the tie by a local
+        rule the certificate does not trust: the tie counts as a wrong vote). A code certified
+        under ``"forced"`` is also certified under ``"abstain"``; the converse fails when some
+        even-load worker can tie.
 
     Returns
     -------
@@ -407,29 +483,32 @@ def certify(
     Raises
     ------
     ValueError
-        If ``b`` is not an integer with ``0 <= b < n/2``, ``method`` is unknown or
-        ``samples < 1``.
+        If ``b`` is not an integer with ``0 <= b < n/2``, ``method`` or ``tie_rule`` is unknown
+        or ``samples < 1``.
     """
     matrix = _as_matrix(code)
     n, k = matrix.shape
     b = _check_b(b, n)
     if method not in CERTIFY_METHODS:
         raise ValueError(f"unknown certify method {method!r}; valid: {', '.join(CERTIFY_METHODS)}")
+    tie_rule = _check_tie_rule(tie_rule)
     loads = matrix.sum(axis=1).astype(np.int64)
     if method == "sampled":
-        return _certify_sampled(matrix, b, samples, seed)
-    value, positives, used = _exact_min(matrix, method)
+        return _certify_sampled(matrix, b, samples, seed, tie_rule)
+    value, positives, used = _exact_min(matrix, method, tie_rule)
     margin = value - 2 * b
     tolerant = margin >= 1
     witness: tuple[int, ...] | None = None
     byzantine: tuple[int, ...] | None = None
     if not tolerant:
         witness = _pattern_from_positives(positives)
-        byzantine = _byzantine_for(_votes(matrix, positives[None, :])[0], b, loads)
-    return Certificate(b, tolerant, margin, witness, byzantine, True, used)
+        byzantine = _byzantine_for(_votes(matrix, positives[None, :], tie_rule)[0], b, loads)
+    return Certificate(b, tolerant, margin, witness, byzantine, True, used, tie_rule=tie_rule)
 
 
-def _certify_sampled(matrix: NDArray[np.uint8], b: int, samples: int, seed: int) -> Certificate:
+def _certify_sampled(
+    matrix: NDArray[np.uint8], b: int, samples: int, seed: int, tie_rule: str
+) -> Certificate:
     if isinstance(samples, bool) or operator.index(samples) < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     n, k = matrix.shape
@@ -446,7 +525,7 @@ def _certify_sampled(matrix: NDArray[np.uint8], b: int, samples: int, seed: int)
         ranks = np.argsort(rng.random((size, k)), axis=1)[:, :t]
         positives = np.zeros((size, k), dtype=np.uint8)
         positives[np.arange(size)[:, None], ranks] = 1
-        margins = _votes(matrix, positives).sum(axis=1, dtype=np.int32)
+        margins = _votes(matrix, positives, tie_rule).sum(axis=1, dtype=np.int32)
         row = int(np.argmin(margins))
         if int(margins[row]) < best:
             best = int(margins[row])
@@ -458,13 +537,22 @@ def _certify_sampled(matrix: NDArray[np.uint8], b: int, samples: int, seed: int)
     byzantine: tuple[int, ...] | None = None
     if not tolerant:
         witness = _pattern_from_positives(best_pos)
-        byzantine = _byzantine_for(_votes(matrix, best_pos[None, :])[0], b, loads)
+        byzantine = _byzantine_for(_votes(matrix, best_pos[None, :], tie_rule)[0], b, loads)
     return Certificate(
-        b, tolerant, margin, witness, byzantine, False, "sampled", SAMPLED_CONFIDENCE, samples
+        b,
+        tolerant,
+        margin,
+        witness,
+        byzantine,
+        False,
+        "sampled",
+        SAMPLED_CONFIDENCE,
+        samples,
+        tie_rule,
     )
 
 
-def max_tolerance(code: AllocationCode, *, method: str = "auto") -> int:
+def max_tolerance(code: AllocationCode, *, method: str = "auto", tie_rule: str = "abstain") -> int:
     """Largest ``b`` for which ``code`` is perfectly ``b``-tolerant (0 if none).
 
     Tolerance is monotone in ``b`` (the condition is ``min (C - W) >= 2b + 1``), so one exact
@@ -476,6 +564,8 @@ def max_tolerance(code: AllocationCode, *, method: str = "auto") -> int:
         The allocation code.
     method : str (default: "auto")
         ``"auto"``, ``"enumeration"`` or ``"milp"`` (exact methods only).
+    tie_rule : str (default: "abstain")
+        ``"abstain"`` or ``"forced"`` (a tie counts as a wrong vote); see :func:`certify`.
 
     Returns
     -------
@@ -486,7 +576,7 @@ def max_tolerance(code: AllocationCode, *, method: str = "auto") -> int:
         raise ValueError(
             f"max_tolerance needs an exact method (auto, enumeration, milp), got {method!r}"
         )
-    value, _, _ = _exact_min(_as_matrix(code), method)
+    value, _, _ = _exact_min(_as_matrix(code), method, _check_tie_rule(tie_rule))
     return max(0, (value - 1) // 2)
 
 
@@ -545,7 +635,12 @@ def _load_order(loads: NDArray[np.int64]) -> list[int]:
 
 
 def worst_byzantine_set(
-    code: AllocationCode, b: int, *, seed: int = 0, samples: int = 20_000
+    code: AllocationCode,
+    b: int,
+    *,
+    seed: int = 0,
+    samples: int = 20_000,
+    tie_rule: str = "abstain",
 ) -> tuple[int, ...]:
     """Find the ``b`` workers an adversary who knows ``G`` (not the gradients) should corrupt.
 
@@ -568,6 +663,9 @@ def worst_byzantine_set(
         Seed of the sampled patterns (heuristic mode only).
     samples : int (default: 20000)
         Number of sampled patterns (heuristic mode only).
+    tie_rule : str (default: "abstain")
+        Honest local votes under ``"abstain"`` (a tie sends 0) or ``"forced"`` (a tie is
+        counted as a wrong vote, ``-mu``); see :func:`certify`.
 
     Returns
     -------
@@ -577,13 +675,14 @@ def worst_byzantine_set(
     matrix = _as_matrix(code)
     n, k = matrix.shape
     b = _check_b(b, n)
+    tie_rule = _check_tie_rule(tie_rule)
     if b == 0:
         return ()
     loads = matrix.sum(axis=1).astype(np.int64)
     order = _load_order(loads)
     n_subsets = math.comb(n, b)
     if k <= _EXACT_ATTACK_MAX_K and n_subsets <= _EXACT_SUBSET_LIMIT:
-        votes = _votes(matrix, _majority_patterns_exact(k))
+        votes = _votes(matrix, _majority_patterns_exact(k), tie_rule)
         combos = list(itertools.combinations(order, b))
         subsets = np.zeros((len(combos), n), dtype=np.float32)
         for row, combo in enumerate(combos):
@@ -593,7 +692,7 @@ def worst_byzantine_set(
         # lexicographic order, so ties favour higher-load workers.
         return tuple(sorted(combos[int(np.argmax(counts))]))
     rng = np.random.default_rng(seed)
-    votes = _votes(matrix, _majority_patterns_sampled(k, samples, rng))
+    votes = _votes(matrix, _majority_patterns_sampled(k, samples, rng), tie_rule)
     chosen: list[int] = []
     for step in range(b):
         candidates = [w for w in order if w not in chosen]
@@ -637,6 +736,7 @@ def wrong_vote_probability(
     samples: int = 20_000,
     seed: int = 0,
     exact: bool | None = None,
+    tie_rule: str = "abstain",
 ) -> float:
     """Probability that the global vote is not ``mu`` (wrong or tied) under a ``-mu`` attack.
 
@@ -660,6 +760,10 @@ def wrong_vote_probability(
     exact : bool or None (default: None)
         ``True``: enumerate every majority pattern (only for ``k <= 20``);
         ``False``: Monte Carlo; ``None``: exact when ``2^k <= samples``, else Monte Carlo.
+    tie_rule : str (default: "abstain")
+        Honest local votes under ``"abstain"`` (a tie sends 0) or ``"forced"`` (a tie is
+        counted as a wrong vote, ``-mu``: the worst case of an untrusted tie-break); also passed
+        to :func:`worst_byzantine_set` when ``byzantine`` is ``None``.
 
     Returns
     -------
@@ -671,8 +775,9 @@ def wrong_vote_probability(
     b = _check_b(b, n)
     if isinstance(samples, bool) or operator.index(samples) < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
+    tie_rule = _check_tie_rule(tie_rule)
     if byzantine is None:
-        members = worst_byzantine_set(code, b, seed=seed)
+        members = worst_byzantine_set(code, b, seed=seed, tie_rule=tie_rule)
     else:
         members = tuple(operator.index(w) for w in byzantine)
         if len(set(members)) != len(members) or len(members) != b:
@@ -691,6 +796,6 @@ def wrong_vote_probability(
     failures = 0
     step = max(1, _CHUNK_ELEMENTS // max(n, k))
     for start in range(0, len(patterns), step):
-        votes = _votes(matrix, patterns[start : start + step])
+        votes = _votes(matrix, patterns[start : start + step], tie_rule)
         failures += int(_failure_counts(votes, subset, len(members))[0])
     return failures / len(patterns)

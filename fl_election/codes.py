@@ -16,7 +16,9 @@ the registry :data:`CODE_FACTORIES` / :func:`create_code`, and (re-exported from
 Deterministic codes come from a table of matrices found offline by simulated annealing
 (``scripts/search_codes.py``, stored in ``fl_election/code_tables/deterministic_codes.json``,
 every entry certified) and, where the table has no entry, from the structured family of
-:func:`fl_election._search.structured_rows`, which is tolerant by construction.
+:func:`fl_election._search.structured_rows`, which is tolerant by construction. With
+``tie_rule="forced"`` (a 1-bit uplink: a tied worker's vote is forced and counted as wrong),
+:func:`deterministic` returns a code certified under that rule, with odd loads.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from fl_election._search import structured_rows
+from fl_election._search import LOCAL_SEARCH_MAX_K, improve_odd, oddify, structured_rows
 from fl_election.certificate import (
     CERTIFY_METHODS,
+    TIE_RULES,
     Certificate,
     certify,
     max_tolerance,
@@ -47,6 +50,7 @@ __all__ = [
     "CERTIFY_METHODS",
     "CODE_FACTORIES",
     "DETERMINISTIC_TABLE_PATH",
+    "TIE_RULES",
     "AllocationCode",
     "Certificate",
     "bernoulli",
@@ -347,6 +351,11 @@ def repetition(n: int, group: int) -> AllocationCode:
     return _from_array(matrix, f"repetition(n={n}, group={group})")
 
 
+#: ``deterministic(..., tie_rule="forced")`` searches (greedy odd loads, exact certificates) up
+#: to this ``n`` and returns the forced-rule structured code beyond.
+_FORCED_SEARCH_MAX_N = 25
+
+
 @lru_cache(maxsize=1)
 def _deterministic_table() -> dict[tuple[int, int], list[list[int]]]:
     if not DETERMINISTIC_TABLE_PATH.is_file():
@@ -358,13 +367,26 @@ def _deterministic_table() -> dict[tuple[int, int], list[list[int]]]:
     return table
 
 
-def deterministic(n: int, b: int) -> AllocationCode:
+def deterministic(n: int, b: int, *, tie_rule: str = "abstain") -> AllocationCode:
     """Perfectly ``b``-tolerant deterministic code with low redundancy, ``k = n``.
 
-    Returns the lighter of (a) the searched matrix stored in the table (``n <= 25`` where the
-    offline search ran; every entry certified exactly) and (b) the structured code of
-    :func:`fl_election._search.structured_rows` (some workers hold every partition, the others
-    disjoint blocks; tolerant by construction for every ``n`` and ``1 <= b < n/2``).
+    With ``tie_rule="abstain"`` (the default), returns the lighter of (a) the searched matrix
+    stored in the table (``n <= 25`` where the offline search ran; every entry certified
+    exactly) and (b) the structured code of :func:`fl_election._search.structured_rows` (some
+    workers hold every partition, the others disjoint blocks; tolerant by construction for every
+    ``n`` and ``1 <= b < n/2``).
+
+    With ``tie_rule="forced"`` (a 1-bit uplink, where a worker whose local vote is a tie breaks
+    it by a local rule that the certificate counts as a wrong vote), starts from (a), (b) and
+    (c), the structured code built for the forced rule (odd blocks; tolerant by construction),
+    makes every even-load worker odd by one greedy single-partition change each
+    (:func:`fl_election._search.oddify`), then, for ``n <= 17``, repairs and lightens each by a
+    greedy parity-keeping local search (:func:`fl_election._search.improve_odd`), and returns
+    the lightest candidate that ``certify(..., tie_rule="forced")`` passes (ties: lower maximum
+    load; (c) if none beats it). Every worker of the result has an odd load, so no worker can
+    ever tie and the result is certified under both rules. Up to ``n = 25`` this takes well
+    under a second for ``n <= 15`` and a few seconds at most beyond; for ``n > 25`` it returns
+    (c) without search or runtime certificate, like the abstain rule's structured code.
 
     Parameters
     ----------
@@ -372,17 +394,20 @@ def deterministic(n: int, b: int) -> AllocationCode:
         Number of workers (and partitions).
     b : int
         Number of Byzantine workers to tolerate, ``0 <= b < n/2``; ``b = 0`` gives
-        :func:`uncoded` (which is 0-tolerant).
+        :func:`uncoded` (which is 0-tolerant under both rules).
+    tie_rule : str (default: "abstain")
+        The vote model the code must be certified under: ``"abstain"`` or ``"forced"``
+        (:data:`TIE_RULES`).
 
     Returns
     -------
     AllocationCode
-        A code for which ``certify(code, b).tolerant`` holds.
+        A code for which ``certify(code, b, tie_rule=tie_rule).tolerant`` holds.
 
     Raises
     ------
     ValueError
-        If ``b < 0`` or ``b >= n/2``.
+        If ``b < 0`` or ``b >= n/2``, or ``tie_rule`` is unknown.
     """
     n = _positive_int(n, "n")
     if isinstance(b, bool):
@@ -393,14 +418,62 @@ def deterministic(n: int, b: int) -> AllocationCode:
         raise ValueError(f"b must be an integer, got {b!r}") from None
     if b < 0 or 2 * b >= n:
         raise ValueError(f"b must satisfy 0 <= b < n/2 (n = {n}), got b = {b}")
+    if not isinstance(tie_rule, str) or tie_rule not in TIE_RULES:
+        raise ValueError(f"unknown tie_rule {tie_rule!r}; valid: {', '.join(TIE_RULES)}")
     if b == 0:
         return uncoded(n)
-    name = f"deterministic(n={n}, b={b})"
+    if tie_rule == "forced":
+        return _deterministic_forced(n, b)
+    return _deterministic_abstain(n, b, f"deterministic(n={n}, b={b})")[0]
+
+
+def _deterministic_abstain(n: int, b: int, name: str) -> list[AllocationCode]:
+    """Candidates of :func:`deterministic` under the abstain rule, lightest first."""
     candidates = [AllocationCode.from_rows(structured_rows(n, b), n, name)]
     rows = _deterministic_table().get((n, b))
     if rows is not None:
         candidates.append(AllocationCode.from_rows(rows, n, name))
-    return min(candidates, key=lambda code: (code.ones, code.max_load))
+    return sorted(candidates, key=lambda code: (code.ones, code.max_load))
+
+
+def _deterministic_forced(n: int, b: int) -> AllocationCode:
+    name = f"deterministic(n={n}, b={b}, ties=forced)"
+    # Tolerant under the forced rule by construction: odd disjoint blocks, and full rows, which
+    # vote right on every pattern with a majority. For even n a full row (load n) keeps doing
+    # so without one partition (it still sees >= n/2 of its n - 1 positive), so drop one,
+    # a different one per row.
+    rows = structured_rows(n, b, tie_rule="forced")
+    if n % 2 == 0:
+        dropped = 0
+        for row in rows:
+            if len(row) == n:
+                row.remove(dropped % n)
+                dropped += 1
+    fallback = AllocationCode.from_rows(rows, n, name)
+    if n > _FORCED_SEARCH_MAX_N:
+        return fallback
+    best = fallback
+    if not certify(best, b, tie_rule="forced").tolerant:  # a bug guard: never seen
+        best = AllocationCode(np.ones((n, n), dtype=np.uint8), name)
+
+    def consider(matrix: NDArray[np.uint8] | None) -> None:
+        nonlocal best
+        if matrix is None:
+            return
+        code = AllocationCode(matrix, name)
+        if (code.ones, code.max_load) < (best.ones, best.max_load) and certify(
+            code, b, tie_rule="forced"
+        ).tolerant:
+            best = code
+
+    starts = [fallback, *_deterministic_abstain(n, b, name)]
+    odd = [oddify(start.matrix, b) for start in starts]
+    for matrix in odd:
+        consider(matrix)
+    if n <= LOCAL_SEARCH_MAX_K:
+        for matrix in odd:
+            consider(improve_odd(matrix, b, max_ones=best.ones))
+    return best
 
 
 # --------------------------------------------------------------------------- registry

@@ -512,3 +512,266 @@ def test_table_entries_are_certified() -> None:
             assert certify(code, b).tolerant, (n, b)
         # deterministic() never returns something heavier than the table entry.
         assert deterministic(n, b).ones <= entry["ones"]
+
+
+# --------------------------------------------------------------------------- forced tie rule
+#
+# With a 1-bit uplink a worker whose local vote is a tie (even load split evenly) cannot
+# abstain: it breaks the tie by a local rule the certificate does not trust, so the tie counts
+# as a wrong vote (W). TIE_ROWS: worker 0 holds {0, 1} (load 2), workers 1-3 hold all three
+# partitions. On the minimal majority layer (two +1 of three) the full workers always vote
+# right; worker 0 votes right on +,+,- and ties on +,-,+ and -,+,+.
+#   abstain: min (C - W) = 3 + 0 = 3 >= 2b + 1 = 3, margin 1: 1-tolerant.
+#   forced:  min (C - W) = 3 - 1 = 2 < 3, margin 0: NOT 1-tolerant (the adversary corrupts a
+#            full worker: -1 (forced tie) + 2 - 1 = 0, the master's vote ties).
+
+TIE_ROWS = [[0, 1], [0, 1, 2], [0, 1, 2], [0, 1, 2]]
+
+
+def _forced_local_votes(matrix: np.ndarray, pattern: tuple[int, ...]) -> list[int]:
+    """SPEC section 2 local votes, but a tie is broken against the target mu (wrong)."""
+    mu = _sign(sum(pattern))
+    votes = []
+    for row in matrix:
+        local = _sign(int(np.dot(row.astype(int), pattern)))
+        votes.append(local if local != 0 else -mu)
+    return votes
+
+
+def naive_forced(matrix: np.ndarray, b: int) -> tuple[bool, int]:
+    """Brute force over every pattern (not only the minimal layer) and every b-subset.
+
+    Returns (the vote survives every attack, min over patterns of C - W) with ties counted as
+    wrong votes.
+    """
+    n, k = matrix.shape
+    survives = True
+    worst = n + 1
+    for pattern in itertools.product((1, -1), repeat=k):
+        mu = _sign(sum(pattern))
+        if mu == 0:
+            continue
+        votes = _forced_local_votes(matrix, pattern)
+        correct = sum(v == mu for v in votes)
+        wrong = sum(v == -mu for v in votes)
+        assert correct + wrong == n  # nobody abstains under the forced rule
+        worst = min(worst, correct - wrong)
+        for byzantine in itertools.combinations(range(n), b):
+            total = sum(v for i, v in enumerate(votes) if i not in byzantine) - b * mu
+            if _sign(total) != mu:
+                survives = False
+    return survives, worst
+
+
+def test_tie_rules_constant() -> None:
+    from fl_election.codes import TIE_RULES
+
+    assert TIE_RULES == ("abstain", "forced")
+
+
+def test_forced_tie_breaks_hand_example() -> None:
+    code = AllocationCode.from_rows(TIE_ROWS, 3)
+    abstain = certify(code, 1)
+    assert abstain.tolerant and abstain.worst_margin == 1 and abstain.tie_rule == "abstain"
+    assert certify(code, 1, tie_rule="abstain") == abstain
+    for method in ("enumeration", "milp"):
+        forced = certify(code, 1, method=method, tie_rule="forced")
+        assert not forced.tolerant and forced.exact, method
+        assert forced.worst_margin == 0 and forced.tie_rule == "forced"
+        # The witness: one of the two patterns where worker 0 ties; a full worker is taken.
+        assert forced.witness_pattern in {(1, -1, 1), (-1, 1, 1)}
+        assert forced.witness_byzantine is not None and forced.witness_byzantine[0] in {1, 2, 3}
+        votes = _forced_local_votes(code.matrix, forced.witness_pattern)
+        total = sum(v for i, v in enumerate(votes) if i not in forced.witness_byzantine) - 1
+        assert _sign(total) != 1
+        assert "ties forced" in str(forced) and "NOT 1-tolerant" in str(forced)
+    assert "ties abstain" in str(abstain)
+    sampled = certify(code, 1, method="sampled", samples=200, tie_rule="forced")
+    assert not sampled.tolerant and sampled.worst_margin == 0 and sampled.tie_rule == "forced"
+    assert certify(code, 1, method="sampled", samples=200).tolerant
+    assert max_tolerance(code) == 1
+    assert max_tolerance(code, tie_rule="forced") == 0
+    assert max_tolerance(code, method="milp", tie_rule="forced") == 0
+    assert naive_forced(code.matrix, 1) == (False, 2)
+    assert naive_attack(code.matrix, 1) == (True, 3)
+
+
+def test_forced_attack_analysis_hand_example() -> None:
+    code = AllocationCode.from_rows(TIE_ROWS, 3)
+    # Abstain: perfectly 1-tolerant, so no Byzantine set ever wins.
+    assert wrong_vote_probability(code, 1, exact=True) == 0.0
+    # Forced: majority patterns +++, ++-, +-+, -++; a corrupted full worker wins on the two
+    # patterns where worker 0 ties; a corrupted worker 0 never wins.
+    assert worst_byzantine_set(code, 1, tie_rule="forced") == (1,)
+    assert wrong_vote_probability(code, 1, exact=True, tie_rule="forced") == pytest.approx(0.5)
+    assert wrong_vote_probability(code, 1, byzantine=(0,), exact=True, tie_rule="forced") == 0.0
+    monte_carlo = wrong_vote_probability(code, 1, exact=False, samples=4000, tie_rule="forced")
+    assert monte_carlo == pytest.approx(0.5, abs=0.05)
+
+
+def test_enumerate_violations_forced() -> None:
+    from fl_election.certificate import enumerate_violations
+
+    matrix = AllocationCode.from_rows(TIE_ROWS, 3).matrix
+    worst, rows = enumerate_violations(matrix, 3, cap=10)
+    assert worst == 3 and rows.shape == (0, 3)
+    worst, rows = enumerate_violations(matrix, 3, cap=10, tie_rule="forced")
+    assert worst == 2
+    assert {tuple(int(v) for v in row) for row in rows} == {(1, 0, 1), (0, 1, 1)}
+
+
+def test_certify_forced_matches_brute_force() -> None:
+    rng = np.random.default_rng(2024)
+    differs = 0
+    for trial in range(120):
+        n = int(rng.integers(1, 8))
+        k = int(rng.integers(1, 9))
+        matrix = (rng.random((n, k)) < rng.uniform(0.2, 0.9)).astype(np.uint8)
+        code = AllocationCode(matrix)
+        b = int(rng.integers(0, (n + 1) // 2))
+        survives, worst = naive_forced(matrix, b)
+        cert = certify(code, b, tie_rule="forced")
+        assert cert.tolerant == survives, (trial, matrix.tolist(), b)
+        assert cert.worst_margin == worst - 2 * b, (trial, matrix.tolist(), b)
+        assert max_tolerance(code, tie_rule="forced") == max(0, (worst - 1) // 2)
+        milp = certify(code, b, method="milp", tie_rule="forced")
+        assert milp.worst_margin == cert.worst_margin and milp.tolerant == cert.tolerant
+        if not cert.tolerant:
+            assert cert.witness_pattern is not None and cert.witness_byzantine is not None
+            assert sum(cert.witness_pattern) > 0 and len(set(cert.witness_byzantine)) == b
+            votes = _forced_local_votes(matrix, cert.witness_pattern)
+            kept = sum(v for i, v in enumerate(votes) if i not in cert.witness_byzantine)
+            assert _sign(kept - b) != 1
+        differs += cert.worst_margin != certify(code, b).worst_margin
+    # The sample must exercise ties: a test that passes with "forced" read as "abstain" is no test.
+    assert differs >= 10
+
+
+def test_forced_is_never_more_lenient() -> None:
+    rng = np.random.default_rng(5)
+    for seed in range(20):
+        code = bernoulli(9, k=10, redundancy=4.0, seed=seed)
+        abstain = certify(code, 1).worst_margin
+        forced = certify(code, 1, tie_rule="forced").worst_margin
+        assert forced <= abstain
+        # Odd loads cannot tie: both rules agree.
+        odd = AllocationCode(np.ones((5, int(rng.integers(1, 6)) * 2 + 1), dtype=np.uint8))
+        forced_cert, abstain_cert = certify(odd, 2, tie_rule="forced"), certify(odd, 2)
+        assert forced_cert.worst_margin == abstain_cert.worst_margin
+        assert forced_cert.tie_rule == "forced" and abstain_cert.tie_rule == "abstain"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: certify(uncoded(5), 1, tie_rule="majority"),
+        lambda: certify(uncoded(5), 1, method="sampled", tie_rule="Forced"),
+        lambda: max_tolerance(uncoded(5), tie_rule="coin"),
+        lambda: worst_byzantine_set(uncoded(5), 1, tie_rule="coin"),
+        lambda: wrong_vote_probability(uncoded(5), 1, tie_rule="coin"),
+        lambda: deterministic(7, 2, tie_rule="coin"),
+        lambda: create_code("deterministic", n=7, b=2, tie_rule="coin"),
+    ],
+)
+def test_unknown_tie_rule_raises(call: object) -> None:
+    with pytest.raises(ValueError, match=r"tie_rule.*abstain, forced"):
+        call()  # type: ignore[operator]
+
+
+def test_unknown_tie_rule_raises_in_search_tools() -> None:
+    from fl_election._search import anneal, structured_rows
+    from fl_election.certificate import enumerate_violations
+
+    with pytest.raises(ValueError, match=r"abstain, forced"):
+        enumerate_violations(uncoded(5).matrix, 3, cap=1, tie_rule="coin")
+    with pytest.raises(ValueError, match=r"abstain, forced"):
+        structured_rows(7, 2, tie_rule="coin")
+    with pytest.raises(ValueError, match=r"abstain, forced"):
+        anneal(np.ones((5, 5), dtype=np.uint8), 1, seconds=0.0, tie_rule="coin")
+
+
+def _assert_forced_code(n: int, b: int) -> AllocationCode:
+    code = deterministic(n, b, tie_rule="forced")
+    assert (code.n, code.k) == (n, n)
+    assert code.name == f"deterministic(n={n}, b={b}, ties=forced)"
+    assert code.loads.min() >= 1
+    assert np.all(code.loads % 2 == 1), (n, b, code.loads.tolist())  # no worker can tie
+    assert certify(code, b, tie_rule="forced").tolerant, (n, b)
+    return code
+
+
+def test_deterministic_forced_every_small_pair_certified() -> None:
+    from fl_election._search import structured_rows
+
+    for n in range(3, 16):
+        for b in range(1, (n + 1) // 2):
+            code = _assert_forced_code(n, b)
+            # Certified under the forced rule implies certified under the abstain rule.
+            assert certify(code, b).tolerant
+            # Never heavier than the forced structured family it falls back on.
+            assert code.ones <= sum(len(row) for row in structured_rows(n, b, tie_rule="forced"))
+    assert deterministic(9, 0, tie_rule="forced") == uncoded(9)
+
+
+def test_deterministic_forced_keeps_an_already_forced_tolerant_code() -> None:
+    # deterministic(7, 2) (abstain) has odd loads only, so it is forced-tolerant as it stands.
+    abstain = deterministic(7, 2)
+    assert certify(abstain, 2, tie_rule="forced").tolerant
+    assert deterministic(7, 2, tie_rule="forced").ones <= abstain.ones
+    # deterministic(5, 1) (abstain) relies on two tied pairs: not forced-tolerant.
+    assert not certify(deterministic(5, 1), 1, tie_rule="forced").tolerant
+    assert deterministic(5, 1, tie_rule="forced").ones == 19  # the paper's loads 1, 3, 5, 5, 5
+
+
+def test_deterministic_default_rule_unchanged() -> None:
+    assert deterministic(9, 2, tie_rule="abstain") == deterministic(9, 2)
+    assert deterministic(9, 2).name == "deterministic(n=9, b=2)"
+
+
+def test_structured_family_forced_is_tolerant_by_construction() -> None:
+    from fl_election._search import structured_rows
+
+    for n in range(3, 16):
+        for b in range(0, (n + 1) // 2):
+            rows = structured_rows(n, b, tie_rule="forced")
+            assert all(len(row) % 2 == 1 or len(row) == n for row in rows)
+            code = AllocationCode.from_rows(rows, n)
+            assert certify(code, b, tie_rule="forced").tolerant, (n, b)
+
+
+def test_oddify_and_improve_odd_keep_odd_loads() -> None:
+    from fl_election._search import improve_odd, oddify
+
+    start = deterministic(14, 1).matrix  # many load-2 workers
+    odd = oddify(start, 1)
+    assert np.all(odd.sum(axis=1) % 2 == 1) and odd.sum(axis=1).min() >= 1
+    assert not certify(AllocationCode(odd), 1, tie_rule="forced").tolerant
+    better = improve_odd(odd, 1)  # repairs, then lightens
+    assert better is not None and np.all(better.sum(axis=1) % 2 == 1)
+    assert certify(AllocationCode(better), 1, tie_rule="forced").tolerant
+    # A repair that would need more ones than allowed gives up.
+    assert improve_odd(odd, 1, max_ones=int(odd.sum())) is None
+    with pytest.raises(ValueError, match="odd"):
+        improve_odd(start, 1)
+
+
+def test_anneal_forced_returns_forced_tolerant() -> None:
+    from fl_election._search import anneal
+
+    start = deterministic(7, 1, tie_rule="forced")
+    found = anneal(start.matrix, 1, seconds=0.3, seed=1, tie_rule="forced")
+    assert found.sum() <= start.ones
+    assert certify(AllocationCode(found), 1, tie_rule="forced").tolerant
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n", [16, 17, 18, 19, 20, 21, 22, 23, 24, 25])
+def test_deterministic_forced_larger_n_every_b(n: int) -> None:
+    for b in range(1, (n + 1) // 2):
+        _assert_forced_code(n, b)
+
+
+def test_deterministic_forced_beyond_search_is_structured() -> None:
+    code = deterministic(30, 3, tie_rule="forced")
+    assert np.all(code.loads % 2 == 1)
+    assert certify(code, 3, method="milp", tie_rule="forced").tolerant
