@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from fl_election.contract import CERTIFICATE_TIE_RULE
+
 if TYPE_CHECKING:
     from fl_election.attacks import SignAttack
     from fl_election.codes import AllocationCode
@@ -355,7 +357,12 @@ class RunConfig:
         if self.code == "bernoulli":
             return {"n": n, "k": self.k, "redundancy": self.redundancy, "seed": self.code_seed}
         if self.code == "deterministic":
-            return {"n": n, "b": self.code_tolerance or max(1, self.byzantine_count)}
+            # certified for the run's tie rule: 1-bit ties count as wrong votes
+            return {
+                "n": n,
+                "b": self.code_tolerance or max(1, self.byzantine_count),
+                "tie_rule": CERTIFICATE_TIE_RULE[self.tie_rule],
+            }
         if self.code == "repetition":
             return {"n": n, "group": self.repetition_group}
         return {"n": n}
@@ -399,7 +406,10 @@ class RunConfig:
         worst = None
         if self.byzantine_selection == "worst" and self.byzantine_count:
             worst = worst_byzantine_set(
-                self.allocation_code(), self.byzantine_count, seed=self.seed
+                self.allocation_code(),
+                self.byzantine_count,
+                seed=self.seed,
+                tie_rule=CERTIFICATE_TIE_RULE[self.tie_rule],
             )
         return select_byzantine(
             self.num_workers,

@@ -93,6 +93,7 @@ __all__ = [
     "RESYNC_ERROR_CODE",
     "TIE_RULE",
     "TIE_RULES",
+    "CERTIFICATE_TIE_RULE",
     "TIE_RULE_ABSTAIN",
     "TIE_RULE_GRADIENT",
     "UPDATE",
@@ -156,6 +157,9 @@ TIE_RULE = "tie-rule"
 TIE_RULE_GRADIENT = "gradient"
 TIE_RULE_ABSTAIN = "abstain"
 TIE_RULES = (TIE_RULE_GRADIENT, TIE_RULE_ABSTAIN)
+#: The certificate's model of each tie rule (:data:`fl_election.certificate.TIE_RULES`): a
+#: tie broken by the gradient's sign cannot be trusted, so it counts as a wrong vote.
+CERTIFICATE_TIE_RULE = {TIE_RULE_GRADIENT: "forced", TIE_RULE_ABSTAIN: "abstain"}
 #: What carries the model to nodes: :data:`DOWNLINKS`.
 DOWNLINK = "downlink"
 DOWNLINK_FULL = "full"

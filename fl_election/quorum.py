@@ -59,12 +59,14 @@ class QuorumDecision:
 
 
 @lru_cache(maxsize=1024)
-def _certified(matrix_bytes: bytes, shape: tuple[int, int], rows: tuple[int, ...], b: int) -> bool:
+def _certified(
+    matrix_bytes: bytes, shape: tuple[int, int], rows: tuple[int, ...], b: int, ties: str
+) -> bool:
     matrix = np.frombuffer(matrix_bytes, dtype=np.uint8).reshape(shape)
     sub = matrix[list(rows)]
     if len(rows) <= 2 * b or not sub.any():
         return False
-    return certify(AllocationCode(sub), b).tolerant
+    return certify(AllocationCode(sub), b, tie_rule=ties).tolerant
 
 
 class QuorumRule:
@@ -78,17 +80,29 @@ class QuorumRule:
         The Byzantine budget.
     min_votes : int | None (default: None)
         Accepted votes needed; ``None`` means ``2b + 1``. Must be at least 1 and at most n.
+    tie_rule : str (default: "forced")
+        The certificate's model of ties (:data:`fl_election.certificate.TIE_RULES`):
+        ``"forced"`` for the 1-bit uplink, ``"abstain"`` when ties abstain.
     """
 
-    def __init__(self, code: AllocationCode, b: int, min_votes: int | None = None) -> None:
+    def __init__(
+        self,
+        code: AllocationCode,
+        b: int,
+        min_votes: int | None = None,
+        tie_rule: str = "forced",
+    ) -> None:
         needed = default_min_votes(b) if min_votes is None else int(min_votes)
         if not 1 <= needed <= code.n:
             raise ValueError(f"min_votes must be in [1, n = {code.n}], got {needed}")
         self.code = code
         self.b = b
         self.min_votes = needed
+        self.tie_rule = tie_rule
         self._key = (code.matrix.tobytes(), (code.n, code.k))
-        self.full_code_certified = b > 0 and _certified(*self._key, tuple(range(code.n)), b)
+        self.full_code_certified = b > 0 and _certified(
+            *self._key, tuple(range(code.n)), b, tie_rule
+        )
 
     def decide(self, answering_rows: Iterable[int]) -> QuorumDecision:
         """Return the decision for a round whose accepted votes came from these rows."""
@@ -99,7 +113,7 @@ class QuorumRule:
         if (
             self.full_code_certified
             and votes < self.code.n
-            and not _certified(*self._key, rows, self.b)
+            and not _certified(*self._key, rows, self.b, self.tie_rule)
         ):
             return QuorumDecision(False, "not-certified", votes, self.min_votes)
         return QuorumDecision(True, "quorum", votes, self.min_votes)

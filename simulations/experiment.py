@@ -24,7 +24,7 @@ from flwr.supercore import log
 
 from fl_election.codes import max_tolerance
 from fl_election.config import RunConfig
-from fl_election.contract import vote_keys
+from fl_election.contract import CERTIFICATE_TIE_RULE, vote_keys
 from fl_election.data import load_dataset
 from fl_election.models import create_model
 from fl_election.strategies import DirectionStrategy, ElectionCoding, FullGradientMedian
@@ -181,7 +181,12 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             "redundancy": code.redundancy,
             "max_load": code.max_load,
             "loads": [int(x) for x in code.loads],
-            "certified_tolerance": max_tolerance(code) if cfg.aggregation == "election" else None,
+            "certified_tolerance": (
+                max_tolerance(code, tie_rule=CERTIFICATE_TIE_RULE[cfg.tie_rule])
+                if cfg.aggregation == "election"
+                else None
+            ),
+            "certificate_ties": CERTIFICATE_TIE_RULE[cfg.tie_rule],
         },
         "byzantine_workers": (
             "node-config" if cfg.byzantine_selection == "node-config" else list(byzantine)

@@ -225,7 +225,12 @@ class DirectionStrategy(FedAvg):
         self.trainable_keys = list(trainable_keys) if trainable_keys is not None else None
         self._default_keys = trainable_keys is None
         self.buffer_keys = list(buffer_keys) if buffer_keys is not None else None
-        self.quorum = QuorumRule(self.allocation(), byzantine_budget, min_valid_votes)
+        self.quorum = QuorumRule(
+            self.allocation(),
+            byzantine_budget,
+            min_valid_votes,
+            contract.CERTIFICATE_TIE_RULE[tie_rule],
+        )
         self.max_rounds_below_quorum = max_rounds_below_quorum
         self.reassign_after = reassign_after
         self.evaluate_every = evaluate_every

@@ -26,6 +26,7 @@ from flwr.app import ArrayRecord
 from flwr.supercore import log
 
 from fl_election.codes import AllocationCode, create_code, max_tolerance
+from fl_election.contract import CERTIFICATE_TIE_RULE
 from fl_election.voting import global_majority, packed_agreement
 from fl_election.wire import VOTE_KEYS, decode_vote
 
@@ -125,8 +126,9 @@ class ElectionCoding(DirectionStrategy):
             code.redundancy,
             code.max_load,
         )
-        tolerance = max_tolerance(code)
-        log(INFO, "\t│\t└── certified: perfectly %d-tolerant", tolerance)
+        ties = CERTIFICATE_TIE_RULE[self.tie_rule]
+        tolerance = max_tolerance(code, tie_rule=ties)
+        log(INFO, "\t│\t└── certified: perfectly %d-tolerant (ties %s)", tolerance, ties)
         if self.byzantine_budget > tolerance:
             log(
                 WARNING,

@@ -31,7 +31,7 @@ BUFFERS = {"bn.running_mean": (16,), "bn.running_var": (16,)}
 
 class Grid:
     def get_node_ids(self):  # noqa: D102
-        return list(range(1, N + 1))
+        return list(range(101, N + 101))  # node id 1 is Flower's SuperLink
 
 
 def model(with_buffers: bool) -> ArrayRecord:
@@ -327,10 +327,10 @@ def test_fgm_rejects_what_is_not_a_finite_float32_gradient():
     }
     for m in sent.values():
         m.metadata.__dict__["_message_id"] = str(uuid4())
-    good = reply(sent[1], {"gradient": Array(np.ones(D, np.float32))})
+    good = reply(sent[101], {"gradient": Array(np.ones(D, np.float32))})
     bad = [
-        reply(sent[2], {"gradient": Array(np.full(D, 1e300))}),
-        reply(sent[3], {"gradient": raw("float32", (D,), bytes(1 << 22))}),
+        reply(sent[102], {"gradient": Array(np.full(D, 1e300))}),
+        reply(sent[103], {"gradient": raw("float32", (D,), bytes(1 << 22))}),
     ]
     _, metrics = strategy.aggregate_train(1, [good, *bad])
     assert metrics["valid-votes"] == 1 and metrics["rejected-replies"] == 2
@@ -338,4 +338,4 @@ def test_fgm_rejects_what_is_not_a_finite_float32_gradient():
 
 class Grid3:
     def get_node_ids(self):  # noqa: D102
-        return [1, 2, 3]
+        return [101, 102, 103]

@@ -27,8 +27,8 @@ def test_two_b_plus_one_votes_are_needed():
 
 
 def test_a_certified_code_stays_certified_on_the_answering_rows():
-    code = deterministic(7, 1)
-    rule = QuorumRule(code, 1)
+    code = deterministic(7, 1, tie_rule="forced")
+    rule = QuorumRule(code, 1)  # ties forced: the 1-bit uplink's certificate
     assert rule.full_code_certified
     assert rule.decide(range(7)).applied
     # find rows whose loss breaks the certificate, and rows whose loss does not
@@ -43,7 +43,10 @@ def test_a_certified_code_stays_certified_on_the_answering_rows():
     from fl_election.codes import AllocationCode, certify
 
     sub = AllocationCode(code.matrix[[r for r in range(7) if r != heavy]])
-    assert without_heavy.applied == certify(sub, 1).tolerant
+    assert without_heavy.applied == certify(sub, 1, tie_rule="forced").tolerant
+    # the abstain-rule code is not certified once ties count as wrong votes
+    assert not QuorumRule(deterministic(7, 1), 1).full_code_certified
+    assert QuorumRule(deterministic(7, 1), 1, tie_rule="abstain").full_code_certified
 
 
 def test_min_votes_must_be_possible():
