@@ -47,10 +47,15 @@ from torch.utils.data import Dataset
 from torch.utils.data import default_collate as _default_collate
 
 from fl_election import contract
-from fl_election.attacks import forge_gradient
+from fl_election.attacks import forge_float_gradient
 from fl_election.audit import sanitize
 from fl_election.contract import ContractError, TrainInstruction
-from fl_election.data import flip_targets, partition_indices, step_batch
+from fl_election.data import (
+    dirichlet_partition_indices,
+    flip_targets,
+    partition_indices,
+    step_batch,
+)
 from fl_election.optim import SignMomentumSGD, fingerprint, flatten_arrays, unflatten_arrays
 from fl_election.training import LossFn, partition_gradients, partition_signs, vote_parameters
 from fl_election.voting import local_majority, unpack_signs
@@ -94,6 +99,29 @@ def default_device() -> torch.device:
 @lru_cache(maxsize=16)
 def _shards(num_samples: int, k: int, seed: int) -> tuple[np.ndarray, ...]:
     return tuple(partition_indices(num_samples, k, seed))
+
+
+_SKEWED_SHARDS: dict[tuple[int, int, int, int, float], tuple[np.ndarray, ...]] = {}
+
+
+def _skewed_shards(samples: Samples, k: int, seed: int, alpha: float) -> tuple[np.ndarray, ...]:
+    """Label-skewed shards of ``samples`` (cached per data object, k, seed and alpha)."""
+    labels_source = samples[1] if isinstance(samples, tuple) else samples
+    key = (id(labels_source), _num_samples(samples), k, seed, alpha)
+    if key not in _SKEWED_SHARDS:
+        if isinstance(samples, tuple):
+            labels = samples[1].detach().cpu().numpy()
+        else:
+            labels = np.asarray([samples[i][1] for i in range(len(samples))])  # type: ignore[arg-type]
+        if labels.ndim != 1:
+            raise ContractError(
+                "dirichlet-alpha needs one class label per sample (1-D targets), got targets "
+                f"of shape {labels.shape}"
+            )
+        if len(_SKEWED_SHARDS) >= 16:
+            _SKEWED_SHARDS.clear()
+        _SKEWED_SHARDS[key] = tuple(dirichlet_partition_indices(labels, k, alpha, seed))
+    return _SKEWED_SHARDS[key]
 
 
 def _take(samples: Samples, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +174,10 @@ def partition_batch(
         shard = np.arange(_num_samples(samples), dtype=np.int64)
     else:
         samples = data
-        shard = _shards(_num_samples(samples), k, seed)[partition]
+        if instruction.dirichlet_alpha > 0:
+            shard = _skewed_shards(samples, k, seed, instruction.dirichlet_alpha)[partition]
+        else:
+            shard = _shards(_num_samples(samples), k, seed)[partition]
     return _take(samples, step_batch(shard, step, partition, seed, size))
 
 
@@ -162,6 +193,79 @@ class _Computed:
     num_examples: int
 
 
+#: What colluding omniscient Byzantines share: every partition's gradient signs (or float
+#: gradients) at one step and model. One entry per process, so that ``b`` Byzantines
+#: simulated in one process compute the ``k`` partitions once per step, not ``b`` times.
+_SHARED: dict[tuple[Any, ...], tuple[np.ndarray, list[float]]] = {}
+
+
+def _data_identity(data: TrainData) -> tuple[int, ...]:
+    if isinstance(data, tuple):
+        return tuple(id(part) for part in data)
+    return (id(data),)
+
+
+def _batches(
+    data: TrainData,
+    instruction: TrainInstruction,
+    partitions: Sequence[int],
+    augment: AugmentFn | None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    batches = []
+    for j in partitions:
+        x, y = partition_batch(data, instruction, j)
+        if augment is not None:
+            x = augment(x, instruction.step, j, instruction.seed)
+        batches.append((x, y))
+    return batches
+
+
+def _everyone(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: TrainData,
+    instruction: TrainInstruction,
+    augment: AugmentFn | None,
+    parameters: Sequence[torch.Tensor],
+    model_key: int,
+) -> tuple[np.ndarray, list[float]]:
+    """Return what an omniscient adversary knows: all k partitions at this step.
+
+    For a float payload, the ``(k, d)`` float32 gradients; for a sign vote, the int16
+    ``sign_sum`` over the k partitions. Honest targets, no noise: the adversary knows the
+    true gradients. Cached per process by (model fingerprint, step, data, loss, ...), so
+    colluding Byzantines in one process share the computation.
+    """
+    key = (
+        model_key,
+        instruction.step,
+        instruction.seed,
+        instruction.num_partitions,
+        instruction.partition_batch_size,
+        instruction.dirichlet_alpha,
+        instruction.payload,
+        instruction.vote_keys,
+        _data_identity(data),
+        id(loss_fn),
+        id(augment),
+    )
+    if key in _SHARED:
+        return _SHARED[key]
+    batches = _batches(data, instruction, range(instruction.num_partitions), augment)
+    if instruction.payload == contract.PAYLOAD_GRADIENT:
+        gradients, losses = partition_gradients(
+            model, batches, loss_fn=loss_fn, parameters=parameters
+        )
+        known = gradients.numpy()
+    else:
+        result = partition_signs(model, batches, loss_fn=loss_fn, parameters=parameters)
+        known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
+        losses = result.losses
+    _SHARED.clear()
+    _SHARED[key] = (known, losses)
+    return known, losses
+
+
 def _compute(
     model: nn.Module,
     loss_fn: LossFn,
@@ -171,47 +275,42 @@ def _compute(
     augment: AugmentFn | None,
     noise_std: float,
     context: Context | None,
+    model_key: int = 0,
 ) -> _Computed:
-    """Gradients of the held (or, for an omniscient attack, all) partitions, then the vote."""
+    """Gradients of the held partitions, then the vote (or the float gradient).
+
+    An omniscient attack also needs every partition's signs or gradients
+    (:func:`_everyone`, shared by colluding Byzantines of one process).
+    """
     parameters = vote_parameters(model, instruction.vote_keys, instruction.num_coordinates)
     attack = attack_hook.attack if attack_hook is not None else None
     own = list(instruction.partition_ids)
-    everyone = attack is not None and attack.needs_sign_sum
-    computed = list(range(instruction.num_partitions)) if everyone else own
-    batches = []
-    for j in computed:
-        x, y = partition_batch(data, instruction, j)
-        if augment is not None:
-            x = augment(x, instruction.step, j, instruction.seed)
-        batches.append((x, y))
+    batches = _batches(data, instruction, own, augment)
+    known = None
+    if attack is not None and attack.needs_sign_sum:
+        known, _ = _everyone(model, loss_fn, data, instruction, augment, parameters, model_key)
     targets_fn = flip_targets if attack is not None and attack.poisons_data else None
     if attack is not None and attack.perturbs_gradient:
         noise_std = float(getattr(attack, "std", noise_std))
-    rows = [computed.index(j) for j in own]
+    rows = list(range(len(own)))
+    num_examples = sum(int(y.shape[0]) for _, y in batches)
     rng = attack_hook.rng if attack_hook is not None else np.random.default_rng(0)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
         gradients, losses = partition_gradients(
             model, batches, loss_fn=loss_fn, parameters=parameters, targets_fn=targets_fn
         )
-        # The omniscient adversary averages every partition's gradient (its best estimate
-        # of the true gradient's magnitude) and knows the sign of each.
-        gradient = gradients.mean(dim=0) if everyone else gradients[rows].mean(dim=0)
-        payload = gradient.numpy().astype(np.float32)
+        payload = gradients.mean(dim=0).numpy().astype(np.float32)
         if attack is not None and attack.perturbs_gradient:
             # Noisy computation in float space: the noise is the attack.
             payload = payload + rng.normal(0.0, noise_std, payload.shape).astype(np.float32)
         elif attack is not None:
-            signs = torch.sign(gradients).to(torch.int16)
-            sign_sum = signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
-            payload = forge_gradient(attack, payload, sign_sum, rng)
+            payload = forge_float_gradient(attack, payload, known, rng)
         vote: Mapping[str, np.ndarray[Any, Any]] = {contract.GRADIENT: payload}
-        num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
-        losses = [losses[r] for r in rows]
     else:
         one_bit = instruction.tie_rule == contract.TIE_RULE_GRADIENT
         signum = None
         if instruction.worker_momentum > 0.0:
-            signum = _signum_hook(context, computed, instruction.worker_momentum)
+            signum = _signum_hook(context, own, instruction.worker_momentum)
         result = partition_signs(
             model,
             batches,
@@ -223,23 +322,21 @@ def _compute(
             mean_of=rows if one_bit else (),
             gradient_hook=signum,
         )
+        losses = result.losses
         if signum is not None:
             assert context is not None
             momenta = signum.momenta  # type: ignore[attr-defined]
             context.state[_STATE_SIGNUM] = ArrayRecord(
                 {str(j): Array(m.numpy()) for j, m in momenta.items()}
             )
-        honest = local_majority(result.signs[rows])
+        honest = local_majority(result.signs)
         if one_bit:
             assert result.gradient_mean is not None
             honest = break_ties(honest, result.gradient_mean, parameters, instruction.weight_decay)
         if attack is not None:
-            sign_sum = result.signs.sum(dim=0, dtype=torch.int16).numpy() if everyone else None
-            vote = encode_vote(attack.forge(honest.numpy(), sign_sum, rng))
+            vote = encode_vote(attack.forge(honest.numpy(), known, rng))
         else:
             vote = encode_vote(honest)
-        losses = [result.losses[r] for r in rows]
-        num_examples = sum(int(batches[r][1].shape[0]) for r in rows)
     if attack_hook is not None:
         attack_hook.used = True
     return _Computed(vote=vote, losses=losses, num_examples=num_examples)
@@ -479,7 +576,15 @@ def coded_train(
                 f"different models): {sanitize(error, 300)}"
             ) from error
         computed = _compute(
-            model, loss_fn, data, instruction, active_attack(), augment, noise_std, context
+            model,
+            loss_fn,
+            data,
+            instruction,
+            active_attack(),
+            augment,
+            noise_std,
+            context,
+            model_key=model_fingerprint(arrays, instruction),
         )
         buffers = _buffers(model, instruction.buffer_keys)
     except _Resync as error:

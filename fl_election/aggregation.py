@@ -4,7 +4,9 @@ The coordinate-wise median of full float32 gradients is the FGM baseline of Sohn
 Moon, "Election Coding for Distributed Learning: Protecting SignSGD against Byzantine Attacks",
 NeurIPS 2020, arXiv:1910.06093 (Appendix A.4(c)); the trimmed mean is the other classic
 coordinate-wise rule (Yin et al., ICML 2018).  :func:`vote_agreement` measures how often each
-worker's sign vote agrees with the elected result, a metric the strategy logs.
+worker's sign vote agrees with the elected result, a metric the strategy logs;
+:func:`vote_error_rate` how often the applied direction disagrees with the honest majority
+over partitions (the sign-world analogue of "the fraction of corrupted gradients").
 
 Aggregators know nothing about attacks: they see only the stacked replies.
 """
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["coordinate_median", "trimmed_mean", "vote_agreement"]
+__all__ = ["coordinate_median", "trimmed_mean", "vote_agreement", "vote_error_rate"]
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -162,3 +164,37 @@ def vote_agreement(votes: np.ndarray, result: np.ndarray) -> npt.NDArray[np.floa
     if result.shape[0] == 0:
         raise ValueError("votes and result must have at least one coordinate")
     return np.asarray((votes == result).mean(axis=1), dtype=np.float64)
+
+
+def vote_error_rate(direction: np.ndarray, sign_sum: np.ndarray) -> float:
+    """Return the fraction of coordinates where the direction's sign misses the majority.
+
+    The majority is ``mu = sign(sign_sum)``, ``sign_sum`` the sum of every partition's
+    gradient sign; coordinates where it ties (``mu = 0``) have no majority and are left
+    out. A direction coordinate of 0 (an abstention, or an exactly zero float) where
+    ``mu != 0`` counts as an error: the step does not follow the majority there.
+
+    Parameters
+    ----------
+    direction : numpy.ndarray
+        The applied direction (signs or floats), shape ``(d,)``.
+    sign_sum : numpy.ndarray
+        Integer sum of the partition signs, shape ``(d,)``.
+
+    Returns
+    -------
+    float
+        The error rate in ``[0, 1]``; 0 when every coordinate ties.
+    """
+    signs = np.sign(np.asarray(direction, dtype=np.float64))
+    majority = np.sign(np.asarray(sign_sum, dtype=np.float64))
+    if signs.shape != majority.shape or signs.ndim != 1:
+        raise ValueError(
+            f"direction and sign_sum must be 1-D of one shape, got {signs.shape} and "
+            f"{majority.shape}"
+        )
+    decided = majority != 0
+    count = int(decided.sum())
+    if count == 0:
+        return 0.0
+    return float(np.count_nonzero(signs[decided] != majority[decided]) / count)

@@ -53,6 +53,7 @@ __all__ = [
     "alie_z",
     "create_attack",
     "create_attack_from_config",
+    "forge_float_gradient",
     "forge_gradient",
     "malform",
     "select_byzantine",
@@ -181,6 +182,39 @@ class SignAttack(ABC):
     ) -> Int8Array:
         """Forge the vote from the checked honest vote and (if needed) checked ``sign_sum``."""
 
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Return the float gradient this Byzantine worker sends to a float aggregator.
+
+        The default keeps the magnitudes of the honest gradient and sends the forged signs
+        (:func:`forge_gradient`); attacks with a float form of their own (``ipm``,
+        ``alie``) override it. Call it through :func:`forge_float_gradient`, which checks
+        the inputs.
+
+        Parameters
+        ----------
+        gradient : numpy.ndarray
+            The worker's honest float32 gradient, shape ``(d,)``.
+        partition_gradients : numpy.ndarray or None
+            Every partition's float gradient, shape ``(k, d)``, when :attr:`needs_sign_sum`
+            (an omniscient adversary, whose magnitudes are then the mean over partitions),
+            else ``None``.
+        rng : numpy.random.Generator
+            Randomness for randomised attacks.
+
+        Returns
+        -------
+        numpy.ndarray
+            The float32 gradient to send, shape ``(d,)``.
+        """
+        sign_sum = None
+        if partition_gradients is not None:
+            # The omniscient adversary's best estimate of the true gradient's magnitude.
+            gradient = partition_gradients.mean(axis=0)
+            sign_sum = np.sign(partition_gradients).astype(np.int16).sum(axis=0)
+        return forge_gradient(self, gradient, sign_sum, rng)
+
 
 @dataclass(frozen=True)
 class NoAttack(SignAttack):
@@ -267,10 +301,29 @@ class IpmAttack(OmniscientAttack):
     In the float world the Byzantines send ``-epsilon * mean(honest gradients)`` with
     ``epsilon > 0`` so that its inner product with the true update is negative.  Its sign is
     ``-sign(mean) = -mu`` whatever ``epsilon`` is, so on sign votes IPM reduces exactly to the
-    omniscient attack (ties handled the same way); it has no parameters.
+    omniscient attack (ties handled the same way), and ``epsilon`` matters only in the float
+    world (:meth:`forge_float`).
+
+    Parameters
+    ----------
+    epsilon : float (default: 0.1)
+        Scale of the float attack, finite and ``> 0``: small (0.1) against robust
+        aggregators, which it passes as a plausible update; large (beyond
+        ``(n - b) / b``) against the mean, which it reverses.
     """
 
     name: ClassVar[str] = "ipm"
+    epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.epsilon) or not math.isfinite(self.epsilon) or self.epsilon <= 0:
+            raise ValueError(f"ipm: epsilon must be a finite number > 0, got {self.epsilon!r}")
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``-epsilon * mean(g_j)`` over all partitions (Xie et al., 2020)."""
+        return (-self.epsilon * _partition_mean(partition_gradients, self.name)).astype(np.float32)
 
 
 def alie_z(num_workers: int, num_byzantine: int) -> float:
@@ -380,6 +433,18 @@ class AlieAttack(SignAttack):
         mu = np.sign(sign_sum).astype(np.int8)
         flipped = _against_majority(sign_sum, honest_vote)
         return np.where(self.low_margin(sign_sum), flipped, mu).astype(np.int8)
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``mean - z * std`` of the partition gradients, per coordinate (ALIE's own form).
+
+        In the float world ``z`` is ALIE's: standard deviations of the honest gradients
+        (:func:`alie_z` gives its choice for ``(n, b)``).
+        """
+        stack = _partition_stack(partition_gradients, self.name)
+        std = stack.std(axis=0) if stack.shape[0] > 1 else np.zeros(stack.shape[1], np.float32)
+        return (stack.mean(axis=0) - self.z * std).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -548,6 +613,64 @@ def forge_gradient(
     return (forged.astype(np.float32) * np.abs(g)).astype(np.float32)
 
 
+def forge_float_gradient(
+    attack: SignAttack,
+    gradient: np.ndarray,
+    partition_gradients: np.ndarray | None,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float32]:
+    """Return the float gradient a Byzantine worker sends to a float aggregator.
+
+    The float-space attacks of the head-to-head with Flower's strategies (FedAvg, Krum,
+    Bulyan, ...): ``reverse`` sends ``-g``, ``omniscient`` the colluding ``-|g_mean| mu``
+    (:func:`forge_gradient`), ``ipm`` ``-epsilon * g_mean``, ``alie`` ``g_mean - z * std``,
+    every Byzantine the same vector where the attack is omniscient. Label flipping and
+    Gaussian noise act before this (the client API applies them to the gradient).
+
+    Parameters
+    ----------
+    attack : SignAttack
+        The attack.
+    gradient : numpy.ndarray
+        The worker's honest float gradient, shape ``(d,)``.
+    partition_gradients : numpy.ndarray or None
+        Every partition's float gradient, shape ``(k, d)``; required when
+        ``attack.needs_sign_sum``.
+    rng : numpy.random.Generator
+        Randomness for randomised attacks.
+
+    Returns
+    -------
+    numpy.ndarray
+        The float32 gradient to send, shape ``(d,)``.
+    """
+    g = np.asarray(gradient, dtype=np.float32)
+    if g.ndim != 1 or not np.all(np.isfinite(g)):
+        raise ValueError("gradient must be a finite 1-D float array")
+    stack = None
+    if attack.needs_sign_sum:
+        stack = _partition_stack(partition_gradients, attack.name)
+        if stack.shape[1] != g.shape[0]:
+            raise ValueError(
+                f"{attack.name}: partition gradients have {stack.shape[1]} coordinates, the "
+                f"gradient {g.shape[0]}"
+            )
+    return attack.forge_float(g, stack, rng)
+
+
+def _partition_stack(partition_gradients: np.ndarray | None, name: str) -> npt.NDArray[np.float32]:
+    if partition_gradients is None:
+        raise ValueError(f"{name}: the float attack needs every partition's gradient")
+    stack = np.asarray(partition_gradients, dtype=np.float32)
+    if stack.ndim != 2 or stack.shape[0] < 1 or not np.all(np.isfinite(stack)):
+        raise ValueError(f"{name}: partition gradients must be a finite (k, d) array, k >= 1")
+    return stack
+
+
+def _partition_mean(partition_gradients: np.ndarray | None, name: str) -> npt.NDArray[np.float32]:
+    return _partition_stack(partition_gradients, name).mean(axis=0)
+
+
 #: Registry of attacks by name.
 ATTACKS: dict[str, type[SignAttack]] = {
     cls.name: cls
@@ -617,6 +740,7 @@ def create_attack(name: str, **params: Any) -> SignAttack:
 ATTACK_CONFIG_KEYS: dict[str, dict[str, str]] = {
     "directional": {"direction": "attack-direction"},
     "alie": {"z": "attack-z"},
+    "ipm": {"epsilon": "attack-epsilon"},
     "gaussian-noise": {"std": "attack-std"},
     "malformed": {"kind": "malformed-kind"},
 }

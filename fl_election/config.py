@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 ConfigValue = bool | int | float | str
 
-AGGREGATIONS = ("election", "fgm")
+#: ``election`` (packed sign votes), ``fgm`` (the paper's float baseline) and Flower's own
+#: robust strategies over float gradients (:mod:`fl_election.strategies.flower_robust`).
+FLOWER_AGGREGATIONS = ("fedavg", "krum", "multikrum", "bulyan", "fedmedian", "fedtrimmedavg")
+AGGREGATIONS = ("election", "fgm", *FLOWER_AGGREGATIONS)
 BYZANTINE_SELECTIONS = ("random", "worst", "explicit", "node-config")
 ATTACK_DIRECTIONS = (1, -1)
 
@@ -130,7 +133,11 @@ class RunConfig:
         Group size of a fractional repetition code. In ``[1, 1024]``, and a divisor of ``n``
         for an election with a repetition code.
     aggregation : str (default: "election")
-        ``election`` (packed sign votes) or ``fgm`` (float gradients, coordinate-wise median).
+        ``election`` (packed sign votes), ``fgm`` (float gradients, coordinate-wise median)
+        or one of Flower's strategies over float gradients: ``fedavg``, ``krum``,
+        ``multikrum``, ``bulyan``, ``fedmedian``, ``fedtrimmedavg``
+        (:mod:`fl_election.strategies.flower_robust`; ``byzantine-count`` is their ``f``).
+        Krum and MultiKrum need ``n >= 2b + 3``, Bulyan ``n >= 4b + 3``.
     batch_size : int (default: 240)
         Global minibatch ``B`` per step, cut into ``k`` slices of ``B // k``. In
         ``[k, training-set size]`` (:data:`TRAIN_SIZES`: digits 1437, mnist and
@@ -172,6 +179,9 @@ class RunConfig:
         Margin threshold of the ``alie`` attack. Finite, in ``[0, 1000]``.
     attack_std : float (default: 0.0001)
         Noise standard deviation of the ``gaussian-noise`` attack. Finite, in ``[0, 1000]``.
+    attack_epsilon : float (default: 0.1)
+        Scale of the float ``ipm`` attack, ``-epsilon * mean gradient``. Finite, in
+        ``(0, 1000]``; sign votes ignore it (IPM is the omniscient vote there).
     malformed_kind : str (default: "garbage")
         Payload of the ``malformed`` attack: dtype, length, nan, missing or garbage (checked
         whatever the attack).
@@ -227,6 +237,15 @@ class RunConfig:
     resume : bool (default: False)
         Start from the run's checkpoint when there is one (same config, other than
         ``num-server-rounds``, ``checkpoint-every`` and ``resume``).
+    track_vote_error : bool (default: False)
+        Simulation referee: every round the server recomputes each partition's gradient
+        sign at the round's model and records ``vote-error-rate``, the fraction of
+        coordinates where the applied direction's sign differs from the majority over
+        partitions (costs one global minibatch of gradients per round on the server).
+    dirichlet_alpha : float (default: 0.0)
+        Label skew of the data partitions: each class is split over the ``k`` partitions
+        in Dirichlet(``alpha``) proportions (:func:`fl_election.data.partition_indices`);
+        0 means i.i.d. partitions. Finite, in ``[0, 1000]``.
     """
 
     num_server_rounds: int = 150
@@ -256,6 +275,7 @@ class RunConfig:
     attack_direction: int = 1
     attack_z: float = 1.0
     attack_std: float = 0.0001
+    attack_epsilon: float = 0.1
     malformed_kind: str = "garbage"
     grad_noise_std: float = 0.0
     eval_every: int = 10
@@ -272,6 +292,8 @@ class RunConfig:
     downlink: str = "vote"
     worker_momentum: float = 0.0
     resume: bool = False
+    track_vote_error: bool = False
+    dirichlet_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -378,7 +400,7 @@ class RunConfig:
         """A file stem that identifies the experiment."""
         if self.run_name:
             return self.run_name
-        scheme = "fgm" if self.aggregation == "fgm" else self.code
+        scheme = self.code if self.aggregation == "election" else self.aggregation
         if self.aggregation == "election" and self.code == "bernoulli":
             scheme = f"bernoulli-r{self.redundancy:g}"
         attack = self.attack if self.byzantine_count else "none"
@@ -392,7 +414,7 @@ class RunConfig:
         """Return the code the run uses (identity for the FGM baseline)."""
         from fl_election.codes import create_code, uncoded
 
-        if self.aggregation == "fgm":
+        if self.aggregation != "election":
             return uncoded(self.num_workers)
         return create_code(self.code, **self.code_params)
 
@@ -562,6 +584,21 @@ class RunConfig:
         )
         real_in("attack-z", self.attack_z, 0, MAX_ATTACK_Z)
         real_in("attack-std", self.attack_std, 0, MAX_NOISE_STD)
+        real_in("attack-epsilon", self.attack_epsilon, 0, MAX_ATTACK_Z, open_low=True)
+        b = self.byzantine_count
+        if self.aggregation in ("krum", "multikrum"):
+            need(
+                n >= 2 * b + 3,
+                f"aggregation {self.aggregation!r} needs num-workers n >= 2b + 3 = {2 * b + 3} "
+                f"(Krum's condition), got n = {n}",
+            )
+        if self.aggregation == "bulyan":
+            need(
+                n >= 4 * b + 3,
+                f"aggregation 'bulyan' needs num-workers n >= 4b + 3 = {4 * b + 3} "
+                f"(Bulyan's condition), got n = {n}",
+            )
+        real_in("dirichlet-alpha", self.dirichlet_alpha, 0, MAX_ATTACK_Z)
         one_of("malformed-kind", self.malformed_kind, attacks.MALFORM_KINDS)
         # Let the attack check its own parameters too (clear ValueErrors).
         self.create_attack()

@@ -101,6 +101,7 @@ __all__ = [
     "UPDATE_LR",
     "WEIGHT_DECAY",
     "WORKER_MOMENTUM",
+    "DIRICHLET_ALPHA",
     "ContractError",
     "TrainInstruction",
     "buffer_keys",
@@ -168,6 +169,9 @@ DOWNLINKS = (DOWNLINK_FULL, DOWNLINK_VOTE)
 #: Worker-side momentum (Signum): each partition votes the sign of its gradient's moving
 #: average with this coefficient, kept per partition in the node state; 0 disables it.
 WORKER_MOMENTUM = "worker-momentum"
+#: Label skew of the partitions: Dirichlet concentration, 0 for i.i.d. partitions
+#: (:func:`fl_election.data.partition_indices`).
+DIRICHLET_ALPHA = "dirichlet-alpha"
 #: The server's weight decay (the tie rule's regulariser and the update's).
 WEIGHT_DECAY = "weight-decay"
 #: The momentum coefficient of the update (``downlink = "vote"``).
@@ -274,6 +278,8 @@ class TrainInstruction:
         node state and applies the server's update).
     worker_momentum : float (default: 0.0)
         Signum's coefficient in ``[0, 1)``; 0 votes on plain gradients.
+    dirichlet_alpha : float (default: 0.0)
+        Label skew of the partitions (Dirichlet concentration); 0 means i.i.d.
     """
 
     server_round: int
@@ -292,6 +298,7 @@ class TrainInstruction:
     weight_decay: float = 0.0
     downlink: str = DOWNLINK_FULL
     worker_momentum: float = 0.0
+    dirichlet_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -322,6 +329,8 @@ class TrainInstruction:
             raise ContractError(f"{DOWNLINK!r} must be one of {DOWNLINKS}, got {self.downlink!r}")
         if not 0.0 <= self.worker_momentum < 1.0:
             raise ContractError(f"{WORKER_MOMENTUM!r} must be in [0, 1)")
+        if not 0.0 <= self.dirichlet_alpha < float("inf"):
+            raise ContractError(f"{DIRICHLET_ALPHA!r} must be finite and >= 0")
         if not 0.0 <= self.weight_decay < float("inf"):
             raise ContractError(f"{WEIGHT_DECAY!r} must be finite and >= 0")
         overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
@@ -347,6 +356,7 @@ class TrainInstruction:
             WEIGHT_DECAY: self.weight_decay,
             DOWNLINK: self.downlink,
             WORKER_MOMENTUM: self.worker_momentum,
+            DIRICHLET_ALPHA: self.dirichlet_alpha,
         }
 
     @classmethod
@@ -393,6 +403,7 @@ class TrainInstruction:
             weight_decay=_float(config, WEIGHT_DECAY),
             downlink=str(config.get(DOWNLINK, DOWNLINK_FULL)),
             worker_momentum=_float(config, WORKER_MOMENTUM),
+            dirichlet_alpha=_float(config, DIRICHLET_ALPHA),
         )
 
 

@@ -260,6 +260,55 @@ def partition_indices(num_samples: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(shard) for shard in np.array_split(permutation, k)]
 
 
+def dirichlet_partition_indices(
+    labels: np.ndarray, k: int, alpha: float, seed: int
+) -> list[np.ndarray]:
+    """Split the samples into ``k`` label-skewed shards (Dirichlet, Hsu et al., 2019).
+
+    Each class's samples, shuffled by ``np.random.default_rng(seed)``, are cut over the
+    ``k`` shards in proportions drawn from Dirichlet(``alpha``); small ``alpha`` gives each
+    shard few classes, large ``alpha`` approaches i.i.d. A shard left empty takes one
+    sample from the largest shard, so every shard holds at least one sample.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer class of every training sample (1-D).
+    k : int
+        Number of partitions, ``1 <= k <= len(labels)``.
+    alpha : float
+        Dirichlet concentration, finite and ``> 0``.
+    seed : int
+        Non-negative seed.
+
+    Returns
+    -------
+    list[np.ndarray]
+        ``k`` sorted int64 index arrays that together cover every sample exactly once.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    num_samples = labels.size
+    if not 1 <= k <= num_samples:
+        raise ValueError(f"k must lie in [1, num_samples={num_samples}], got {k}")
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"alpha must be finite and > 0, got {alpha}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    rng = np.random.default_rng(seed)
+    shards: list[list[int]] = [[] for _ in range(k)]
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        proportions = rng.dirichlet(np.full(k, alpha))
+        cuts = (np.cumsum(proportions)[:-1] * members.size).astype(np.int64)
+        for j, part in enumerate(np.split(members, cuts)):
+            shards[j].extend(int(i) for i in part)
+    for j in range(k):
+        if not shards[j]:
+            largest = max(range(k), key=lambda i: len(shards[i]))
+            shards[j].append(shards[largest].pop())
+    return [np.sort(np.asarray(shard, dtype=np.int64)) for shard in shards]
+
+
 def step_batch(shard: np.ndarray, step: int, partition: int, seed: int, size: int) -> np.ndarray:
     """Draw partition ``partition``'s slice of step ``step``'s global minibatch.
 

@@ -23,14 +23,20 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fl_election.codes import max_tolerance
-from fl_election.config import RunConfig
+from fl_election.config import FLOWER_AGGREGATIONS, RunConfig
 from fl_election.contract import CERTIFICATE_TIE_RULE, vote_keys
 from fl_election.data import load_dataset
 from fl_election.models import create_model
-from fl_election.strategies import DirectionStrategy, ElectionCoding, FullGradientMedian
+from fl_election.strategies import (
+    DirectionStrategy,
+    ElectionCoding,
+    FlowerRobust,
+    FullGradientMedian,
+)
 from fl_election.training import evaluate
 
 from .checkpoint import Checkpoint, checkpoint_path, read_checkpoint, write_checkpoint
+from .referee import VoteReferee
 
 #: Environment variable that anchors a relative ``output-dir`` (``flwr run`` starts the
 #: ServerApp in a working directory of its own).
@@ -63,11 +69,14 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "tie_rule": cfg.tie_rule,
         "downlink": cfg.downlink,
         "worker_momentum": cfg.worker_momentum,
+        "dirichlet_alpha": cfg.dirichlet_alpha,
         "trainable_keys": trainable_keys,
         "evaluate_every": cfg.client_eval_every,
     }
     if cfg.aggregation == "fgm":
         return FullGradientMedian(cfg.num_workers, **common)
+    if cfg.aggregation in FLOWER_AGGREGATIONS:
+        return FlowerRobust(cfg.num_workers, cfg.aggregation, **common)
     return ElectionCoding(cfg.allocation_code(), **common)
 
 
@@ -143,13 +152,24 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     def aggregate_train(
         server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        round_arrays = strategy.round_arrays
         arrays, metrics = original_aggregate_train(server_round, replies)
         row: dict[str, Any] = {"round": server_round + offset}
         row.update(dict(metrics or {}))
+        direction = strategy.last_direction
+        if referee is not None and round_arrays is not None and direction is not None:
+            row["vote-error-rate"] = referee.score(
+                strategy, server_round + offset, round_arrays, direction
+            )
         row["audit"] = strategy.audit[-1].to_json()
         rows[server_round + offset] = row
         return arrays, metrics
 
+    referee = None
+    if cfg.track_vote_error:
+        referee = VoteReferee(
+            create_model(cfg.model, splits.input_shape, splits.num_classes, seed=cfg.seed), splits
+        )
     strategy.aggregate_train = aggregate_train  # type: ignore[method-assign]
     remaining = cfg.num_server_rounds - offset
     result = None

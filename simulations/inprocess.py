@@ -10,6 +10,8 @@ test checks that it trains the same model as the Ray simulation for the same see
 
 from __future__ import annotations
 
+import gc
+
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -134,7 +136,13 @@ class InProcessGrid(Grid):
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         """Deliver the messages and return every reply (delivery is synchronous)."""
-        return self.pull_messages(self.push_messages(messages))
+        replies = self.pull_messages(self.push_messages(messages))
+        # Flower's ArrayRecord.to_numpy_ndarrays(keep_input=False) runs gc.collect() once
+        # per reply (Krum, Bulyan); with torch loaded each call walks every live object.
+        # Freezing what exists now lets those calls walk only the round's new objects.
+        gc.collect()
+        gc.freeze()
+        return replies
 
 
 def run_apps(
@@ -182,7 +190,11 @@ def run_inprocess(cfg: RunConfig) -> dict[str, Any]:
     from fl_election.simulations.experiment import run_experiment
 
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
-    return run_experiment(grid, cfg)
+    try:
+        return run_experiment(grid, cfg)
+    finally:
+        gc.unfreeze()  # what the grid froze is collectable again once the run is over
+        gc.collect()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

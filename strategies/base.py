@@ -10,6 +10,7 @@ aggregated; the messages follow :mod:`fl_election.contract`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
@@ -141,6 +142,9 @@ class DirectionStrategy(FedAvg):
         honest holder of a partition agrees; 0 votes on plain gradients. Usually with
         ``momentum=0`` (no server momentum). A node that takes over a row (churn) starts
         from zero averages.
+    dirichlet_alpha : float (default: 0.0)
+        Label skew of the partitions, sent to every node (Dirichlet concentration,
+        :func:`fl_election.data.dirichlet_partition_indices`); 0 means i.i.d.
     evaluate_every : int (default: 0)
         Federated evaluation every this many rounds; 0 disables it.
     node_wait_timeout : float (default: 300.0)
@@ -171,6 +175,7 @@ class DirectionStrategy(FedAvg):
         tie_rule: str = contract.TIE_RULE_GRADIENT,
         downlink: str = contract.DOWNLINK_VOTE,
         worker_momentum: float = 0.0,
+        dirichlet_alpha: float = 0.0,
         evaluate_every: int = 0,
         node_wait_timeout: float = 300.0,
     ) -> None:
@@ -199,6 +204,8 @@ class DirectionStrategy(FedAvg):
             raise ValueError(f"tie_rule must be one of {contract.TIE_RULES}, got {tie_rule!r}")
         if not 0.0 <= worker_momentum < 1.0:
             raise ValueError(f"worker_momentum must be in [0, 1), got {worker_momentum}")
+        if not 0.0 <= dirichlet_alpha < float("inf"):
+            raise ValueError(f"dirichlet_alpha must be finite and >= 0, got {dirichlet_alpha}")
         if downlink not in contract.DOWNLINKS:
             raise ValueError(f"downlink must be one of {contract.DOWNLINKS}, got {downlink!r}")
         if batch_size < self.num_partitions_for(num_nodes):
@@ -254,12 +261,23 @@ class DirectionStrategy(FedAvg):
         self.downlink = downlink if self.payload == contract.PAYLOAD_SIGN_VOTE else "full"
         self.tie_rule = tie_rule
         self.worker_momentum = worker_momentum
+        self.dirichlet_alpha = dirichlet_alpha
         self._holds: dict[int, int] = {}
         self._fingerprint = 0
         self._has_update = False
         self._last_direction: np.ndarray | None = None
         self._last_lr = 0.0
         self._downlink_bytes = 0
+
+    @property
+    def round_arrays(self) -> ArrayRecord | None:
+        """The model this round's nodes compute on (set by :meth:`configure_train`)."""
+        return self._arrays
+
+    @property
+    def last_direction(self) -> np.ndarray | None:
+        """The direction the last round applied (``None`` when it applied none)."""
+        return self._last_direction
 
     # ------------------------------------------------------------------ the subclass's part
     def num_partitions_for(self, num_nodes: int) -> int:
@@ -292,8 +310,12 @@ class DirectionStrategy(FedAvg):
     @abstractmethod
     def aggregate_payloads(
         self, votes: list[ParsedReply], num_coordinates: int
-    ) -> tuple[np.ndarray, dict[str, float]]:
-        """Return the aggregated direction (float32, length ``d``) and metrics."""
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
+        """Return the aggregated direction (float32, length ``d``) and metrics.
+
+        A direction of ``None`` means the rule declines these votes: the round is treated
+        as below quorum (``"aggregator-declined"``) and the model stays unchanged.
+        """
 
     def summary_settings(self) -> None:
         """Log the quorum and optimizer settings (the last lines of :meth:`summary`)."""
@@ -451,6 +473,7 @@ class DirectionStrategy(FedAvg):
             weight_decay=self.optimizer.weight_decay,
             downlink=self.downlink,
             worker_momentum=self.worker_momentum,
+            dirichlet_alpha=self.dirichlet_alpha,
         )
 
     # ------------------------------------------------------------------ training
@@ -738,10 +761,16 @@ class DirectionStrategy(FedAvg):
                 metrics[key] = float(np.median(values))
         if not decision.applied:
             return self._below(run_round, decision, audit, metrics)
-        self._below_quorum = 0
-        self.rounds_applied += 1
         direction, extra = self.aggregate_payloads(votes, self.num_coordinates)
         metrics.update(extra)
+        if direction is None:
+            # The aggregation rule declined these votes (Bulyan below 4b + 3 replies).
+            decision = dataclasses.replace(decision, applied=False, reason="aggregator-declined")
+            audit.decision, audit.applied = decision.reason, False
+            metrics["applied"] = 0
+            return self._below(run_round, decision, audit, metrics)
+        self._below_quorum = 0
+        self.rounds_applied += 1
         self._last_direction = direction
 
         weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])

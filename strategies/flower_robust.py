@@ -1,0 +1,193 @@
+"""Flower's own robust strategies over float gradients, in the election-coding harness.
+
+The head-to-head of fl-election against what Flower ships: FedAvg (McMahan et al., 2017),
+Krum and MultiKrum (Blanchard et al., NeurIPS 2017), Bulyan (El Mhamdi et al., ICML 2018),
+FedMedian and FedTrimmedAvg (Yin et al., ICML 2018). The aggregation is the Flower
+strategy's own ``aggregate_train`` from ``flwr.serverapp.strategy``, not a reimplementation.
+
+Protocol (the same for all six, and the same server optimizer as
+:class:`~fl_election.strategies.ElectionCoding`): every node holds one partition
+(identity allocation, ``k = n``) and computes the float32 gradient of its slice of the
+step's global minibatch (``B / n`` samples): one local SGD step, whose update ``-lr * g``
+is the gradient up to a scale every one of these aggregators commutes with. The Flower
+strategy aggregates the gradients, each sent as the reply's only ``ArrayRecord`` with
+``num-examples`` in its ``MetricRecord``; the server applies the result with the shared
+momentum, weight decay and learning-rate schedule. Uplink and downlink are float32: the
+model goes down whole every round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from logging import INFO
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAvg,
+    FedMedian,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
+    Strategy,
+)
+from flwr.supercore import log
+
+from fl_election import contract
+
+from .base import ParsedReply
+from .full_gradient_median import FullGradientMedian
+
+__all__ = ["FLOWER_STRATEGIES", "FlowerRobust", "create_flower_aggregator"]
+
+#: Record keys of the replies handed to the Flower strategy.
+_ARRAYS = "arrays"
+_METRICS = "metrics"
+_NUM_EXAMPLES = "num-examples"
+
+
+def _fedavg(n: int, b: int) -> Strategy:
+    return FedAvg()
+
+
+def _krum(n: int, b: int) -> Strategy:
+    return Krum(num_malicious_nodes=b)
+
+
+def _multikrum(n: int, b: int) -> Strategy:
+    # m = n - b: average every node Krum would keep if the b Byzantines were known.
+    return MultiKrum(num_malicious_nodes=b, num_nodes_to_select=n - b)
+
+
+def _bulyan(n: int, b: int) -> Strategy:
+    return Bulyan(num_malicious_nodes=b)
+
+
+def _fedmedian(n: int, b: int) -> Strategy:
+    return FedMedian()
+
+
+def _fedtrimmedavg(n: int, b: int) -> Strategy:
+    # Trim b of n from each end per coordinate: the fraction that removes every Byzantine
+    # value on either side.
+    return FedTrimmedAvg(beta=b / n)
+
+
+#: ``name -> factory(n, b)`` of the Flower strategies the harness runs; ``b`` is the
+#: Byzantine budget each is told (Krum's ``f``, Bulyan's ``f``, the trimmed fraction).
+FLOWER_STRATEGIES: dict[str, Callable[[int, int], Strategy]] = {
+    "fedavg": _fedavg,
+    "krum": _krum,
+    "multikrum": _multikrum,
+    "bulyan": _bulyan,
+    "fedmedian": _fedmedian,
+    "fedtrimmedavg": _fedtrimmedavg,
+}
+
+
+def create_flower_aggregator(name: str, num_nodes: int, byzantine_budget: int) -> Strategy:
+    """Return Flower's strategy ``name`` configured for ``n`` nodes and budget ``b``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`FLOWER_STRATEGIES`.
+    num_nodes : int
+        ``n``.
+    byzantine_budget : int
+        ``b``.
+
+    Returns
+    -------
+    flwr.serverapp.strategy.Strategy
+        The strategy, whose ``aggregate_train`` does the aggregation.
+
+    Raises
+    ------
+    ValueError
+        On an unknown name, or an ``(n, b)`` the strategy cannot run at (Krum and
+        MultiKrum need ``n >= 2b + 3``, Bulyan ``n >= 4b + 3``).
+    """
+    if name not in FLOWER_STRATEGIES:
+        raise ValueError(
+            f"unknown Flower strategy {name!r}; valid: {', '.join(sorted(FLOWER_STRATEGIES))}"
+        )
+    n, b = num_nodes, byzantine_budget
+    if name in ("krum", "multikrum") and n < 2 * b + 3:
+        raise ValueError(f"{name} needs n >= 2b + 3 = {2 * b + 3}, got n = {n}")
+    if name == "bulyan" and n < 4 * b + 3:
+        raise ValueError(f"bulyan needs n >= 4b + 3 = {4 * b + 3}, got n = {n}")
+    return FLOWER_STRATEGIES[name](n, b)
+
+
+class FlowerRobust(FullGradientMedian):
+    """A Flower strategy's ``aggregate_train`` over the nodes' float gradients.
+
+    Parameters
+    ----------
+    num_nodes : int
+        ``n``: nodes, each holding its own partition (identity allocation).
+    aggregator : str | flwr.serverapp.strategy.Strategy
+        A name of :data:`FLOWER_STRATEGIES` (configured for ``byzantine_budget``) or a
+        Flower strategy object whose ``aggregate_train`` aggregates the gradients.
+    **kwargs : Any
+        Training settings of :class:`~fl_election.strategies.DirectionStrategy`
+        (``byzantine_budget``, ``lr``, ``momentum``, ``weight_decay``, ...).
+    """
+
+    def __init__(self, num_nodes: int, aggregator: str | Strategy, **kwargs: Any) -> None:
+        super().__init__(num_nodes, **kwargs)
+        if isinstance(aggregator, str):
+            self.aggregator_name = aggregator
+            aggregator = create_flower_aggregator(aggregator, num_nodes, self.byzantine_budget)
+        else:
+            self.aggregator_name = type(aggregator).__name__.lower()
+        self.aggregator = aggregator
+        self._aggregating_round = 0
+
+    def summary(self) -> None:
+        """Log the Flower strategy and the optimizer settings."""
+        log(
+            INFO,
+            "\t├──> Flower %s over float32 gradients of n = %d nodes (b = %d)",
+            type(self.aggregator).__name__,
+            self.num_nodes,
+            self.byzantine_budget,
+        )
+        self.summary_settings()
+
+    def aggregate_train(self, server_round: int, replies: Any) -> Any:
+        """Remember the round for the Flower strategy, then aggregate as the base does."""
+        self._aggregating_round = server_round
+        return super().aggregate_train(server_round, replies)
+
+    def aggregate_payloads(
+        self, votes: list[ParsedReply], num_coordinates: int
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
+        """Hand the accepted gradients to the Flower strategy's ``aggregate_train``.
+
+        Returns ``None`` as the direction when the strategy declines (Bulyan with fewer
+        than ``4b + 3`` replies): the round is then not applied.
+        """
+        replies = [
+            Message(
+                RecordDict(
+                    {
+                        _ARRAYS: ArrayRecord({contract.GRADIENT: Array(v.payload)}),
+                        _METRICS: MetricRecord(
+                            {_NUM_EXAMPLES: int(v.metrics.get(contract.METRIC_NUM_EXAMPLES, 1))}
+                        ),
+                    }
+                ),
+                dst_node_id=v.node_id,
+                message_type=MessageType.TRAIN,
+            )
+            for v in votes
+        ]
+        arrays, _ = self.aggregator.aggregate_train(self._aggregating_round, replies)
+        if arrays is None:
+            return None, {}
+        direction = arrays[contract.GRADIENT].numpy().reshape(-1)
+        return np.asarray(direction, dtype=np.float32), {}
