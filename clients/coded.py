@@ -196,13 +196,13 @@ class _Computed:
 #: What colluding omniscient Byzantines share: every partition's gradient signs (or float
 #: gradients) at one step and model. One entry per process, so that ``b`` Byzantines
 #: simulated in one process compute the ``k`` partitions once per step, not ``b`` times.
-_SHARED: dict[tuple[Any, ...], tuple[np.ndarray, list[float]]] = {}
+#: The entry holds the objects its key names (data, loss, augmentation), compared by
+#: identity, so that a new object at a freed one's address never hits a stale entry.
+_SHARED: list[tuple[tuple[Any, ...], tuple[Any, ...], tuple[np.ndarray, list[float]]]] = []
 
 
-def _data_identity(data: TrainData) -> tuple[int, ...]:
-    if isinstance(data, tuple):
-        return tuple(id(part) for part in data)
-    return (id(data),)
+def _data_parts(data: TrainData) -> tuple[Any, ...]:
+    return tuple(data) if isinstance(data, tuple) else (data,)
 
 
 def _batches(
@@ -245,12 +245,16 @@ def _everyone(
         instruction.dirichlet_alpha,
         instruction.payload,
         instruction.vote_keys,
-        _data_identity(data),
-        id(loss_fn),
-        id(augment),
     )
-    if key in _SHARED:
-        return _SHARED[key]
+    objects = (*_data_parts(data), loss_fn, augment)
+    for cached_key, cached_objects, value in _SHARED:
+        if cached_key == key and len(cached_objects) == len(objects):
+            if all(a is b for a, b in zip(cached_objects, objects, strict=True)):
+                return value
+    _SHARED.clear()  # one entry: the previous step's is dead weight
+    # The k extra forward passes must not move this node's batch-norm statistics (they
+    # would differ between the Byzantine that computes and those that reuse the result).
+    saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     batches = _batches(data, instruction, range(instruction.num_partitions), augment)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
         gradients, losses = partition_gradients(
@@ -261,8 +265,11 @@ def _everyone(
         result = partition_signs(model, batches, loss_fn=loss_fn, parameters=parameters)
         known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
         losses = result.losses
-    _SHARED.clear()
-    _SHARED[key] = (known, losses)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(saved[name])
+    known.setflags(write=False)  # shared by every Byzantine of the step: read only
+    _SHARED.append((key, objects, (known, losses)))
     return known, losses
 
 
@@ -275,7 +282,7 @@ def _compute(
     augment: AugmentFn | None,
     noise_std: float,
     context: Context | None,
-    model_key: int = 0,
+    model_key: int,
 ) -> _Computed:
     """Gradients of the held partitions, then the vote (or the float gradient).
 

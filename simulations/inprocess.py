@@ -11,7 +11,6 @@ test checks that it trains the same model as the Ray simulation for the same see
 from __future__ import annotations
 
 import gc
-
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any

@@ -1,8 +1,11 @@
 """Regenerate every figure and table of the README from the sweep results.
 
-For each ``outputs/<sweep>/`` it plots the test accuracy per round (mean over seeds, with
-the min-max band) of every variant into ``docs/figures/<sweep>.png`` and writes the final
-accuracies as a markdown table into ``docs/figures/<sweep>.md``::
+For each ``outputs/<sweep>/`` of a grid sweep (schemes x b x attacks, e.g. the
+head-to-head with Flower's strategies) it writes the worst-case accuracy table, the cost
+table and a heatmap (:func:`head_to_head`); for every other sweep it plots the test
+accuracy per round (mean over seeds, with the min-max band) of every variant into
+``docs/figures/<sweep>.png`` and writes the final accuracies as a markdown table into
+``docs/figures/<sweep>.md``::
 
     python -m fl_election.simulations.plot_results            # every sweep under outputs/
     python -m fl_election.simulations.plot_results --outputs outputs --figures docs/figures
@@ -97,6 +100,195 @@ def plot_sweep(folder: Path, figures: Path) -> Path | None:
     return path
 
 
+#: Round-time model of the head-to-head's time-to-target column (the paper's: a round
+#: lasts as long as its slowest worker, ``max load x B/k`` sample gradients, plus the
+#: uploads through the server's shared ingress). Assumed, not measured: a sample gradient
+#: of 1 ms and 1 MB/s of ingress, a constrained edge deployment.
+SAMPLE_SECONDS = 1e-3
+INGRESS_BYTES_PER_SECOND = 1e6
+TARGET_ACCURACY = 0.85
+
+
+def _points(folder: Path) -> dict[str, dict[str, Any]]:
+    meta_path = folder / "sweep.json"
+    if not meta_path.exists():
+        return {}
+    points: dict[str, dict[str, Any]] = json.loads(meta_path.read_text()).get("points", {})
+    return points
+
+
+def _round_seconds(record: dict[str, Any]) -> float:
+    """Seconds of one round of ``record``'s run under the round-time model."""
+    from fl_election.cost import round_cost
+
+    cfg = record["config"]
+    loads = record["code"]["loads"]
+    k = record["code"]["k"]
+    rounds = record["rounds"]
+    d = next(
+        (
+            int(8 * r["uplink-bytes"] / (r["uplink-bits-per-coordinate"] * r["valid-votes"]))
+            for r in rounds
+            if r.get("uplink-bits-per-coordinate")
+        ),
+        1,
+    )
+    scheme = "float32" if cfg["aggregation"] != "election" else "sign"
+    if cfg["aggregation"] == "election" and cfg["tie-rule"] == "abstain":
+        scheme = "sign+abstain"
+    cost = round_cost(
+        loads,
+        grad_seconds=SAMPLE_SECONDS * (cfg["batch-size"] // k),
+        num_params=d,
+        uplink_bytes_per_second=INGRESS_BYTES_PER_SECOND,
+        scheme=scheme,
+        shared_uplink=True,
+    )
+    return cost.total_seconds
+
+
+def _time_to_target(record: dict[str, Any]) -> float | None:
+    """Model seconds until the test accuracy first reaches :data:`TARGET_ACCURACY`."""
+    for row in record["rounds"]:
+        if row.get("test-accuracy", 0.0) >= TARGET_ACCURACY:
+            return float(row["round"]) * _round_seconds(record)
+    return None
+
+
+def head_to_head(folder: Path, figures: Path) -> Path | None:
+    """Worst-case accuracy (scheme x b) of a grid sweep: a table, a heatmap, the costs.
+
+    For every scheme and ``b`` the worst case is the minimum, over the attacks run
+    against it, of the final test accuracy averaged over seeds. The cost table takes,
+    per scheme at the largest ``b``, the run of its worst attack: vote error rate (mean
+    over rounds), bytes per step both ways, maximum worker load and time to target
+    accuracy under the round-time model (:data:`SAMPLE_SECONDS`,
+    :data:`INGRESS_BYTES_PER_SECOND`).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = _points(folder)
+    if not points:
+        return None
+    runs = load_runs(folder)
+    meta = json.loads((folder / "sweep.json").read_text())
+    schemes = list(dict.fromkeys(p["scheme"] for p in points.values()))
+    budgets = sorted({int(p["byzantine-count"]) for p in points.values()})
+    # (scheme, b) -> attack -> (mean final accuracy over seeds, records)
+    cells: dict[tuple[str, int], dict[str, tuple[float, list[dict[str, Any]]]]] = {}
+    for variant, point in points.items():
+        records = [r for r in runs.get(variant, []) if "stopped" not in r]
+        stopped = [r for r in runs.get(variant, []) if "stopped" in r]
+        finals = [r["final"]["test-accuracy"] for r in records]
+        # a run that stopped (failed closed, below quorum) trained nothing after it stopped:
+        # count it at the accuracy of chance, as a user would experience it
+        finals += [0.1] * len(stopped)
+        if not finals:
+            continue
+        key = (point["scheme"], int(point["byzantine-count"]))
+        cells.setdefault(key, {})[point["attack"]] = (float(np.mean(finals)), records)
+    skipped = meta.get("skipped", {})
+
+    def worst(key: tuple[str, int]) -> tuple[float, str, list[dict[str, Any]]] | None:
+        if key not in cells:
+            return None
+        attack, (accuracy, records) = min(cells[key].items(), key=lambda item: item[1][0])
+        return accuracy, attack, records
+
+    header = "| scheme | " + " | ".join(f"b = {b}" for b in budgets) + " |"
+    lines = [header, "|---|" + "---|" * len(budgets)]
+    grid = np.full((len(schemes), len(budgets)), np.nan)
+    for i, scheme in enumerate(schemes):
+        row = []
+        for j, b in enumerate(budgets):
+            found = worst((scheme, b))
+            if found is None:
+                reason = next(
+                    (why for name, why in skipped.items() if name.startswith(f"{scheme}-b{b}-")),
+                    "",
+                )
+                row.append(f"n/a ({reason.split('(')[0].strip()})" if reason else "")
+                continue
+            accuracy, attack, _ = found
+            grid[i, j] = accuracy
+            row.append(f"{accuracy:.3f} ({attack})" if b else f"{accuracy:.3f}")
+        lines.append(f"| {scheme} | " + " | ".join(row) + " |")
+    seeds = sorted({r["config"]["seed"] for rs in runs.values() for r in rs})
+    table = [
+        f"Worst-case final test accuracy (minimum over attacks of the mean over seeds "
+        f"{seeds}; the worst attack in brackets):",
+        "",
+        *lines,
+        "",
+    ]
+    b_max = budgets[-1]
+    table += [
+        f"Costs per scheme at its largest b (the worst attack's runs; time to "
+        f"{TARGET_ACCURACY:.2f} under the round-time model: {SAMPLE_SECONDS * 1e3:g} ms per "
+        f"sample gradient, {INGRESS_BYTES_PER_SECOND / 1e6:g} MB/s shared ingress):",
+        "",
+        "| scheme | b | worst attack | vote error rate | uplink / step | downlink / step | "
+        "max load | time to target (model s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for scheme in schemes:
+        b = max((b for b in budgets if (scheme, b) in cells), default=None)
+        found = worst((scheme, b)) if b is not None else None
+        if found is None or not found[2]:
+            continue
+        accuracy, attack, records = found
+        errors = [
+            np.mean([r["vote-error-rate"] for r in rec["rounds"] if "vote-error-rate" in r])
+            for rec in records
+            if any("vote-error-rate" in r for r in rec["rounds"])
+        ]
+        up = np.mean(
+            [np.mean([r.get("uplink-bytes", 0) for r in rec["rounds"]]) for rec in records]
+        )
+        down = np.mean(
+            [np.mean([r.get("downlink-bytes", 0) for r in rec["rounds"]]) for rec in records]
+        )
+        times = [_time_to_target(rec) for rec in records]
+        reached = [t for t in times if t is not None]
+        time_text = (
+            f"{np.mean(reached):.1f} ({len(reached)}/{len(times)} seeds)" if reached else "never"
+        )
+        error_text = f"{np.mean(errors):.3f}" if errors else ""
+        lines_b = "" if b == b_max else f" (b = {b})"
+        table.append(
+            f"| {scheme}{lines_b} | {b} | {attack} | {error_text} | {up / 1024:.1f} KiB | "
+            f"{down / 1024:.1f} KiB | {records[0]['code']['max_load']} | {time_text} |"
+        )
+    if skipped:
+        table += [
+            "",
+            "Not run (invalid for the scheme): "
+            + "; ".join(f"{name}: {why}" for name, why in sorted(skipped.items())[:6])
+            + ("; ..." if len(skipped) > 6 else ""),
+        ]
+
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(budgets), 0.9 + 0.38 * len(schemes)))
+    image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=1.0, cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(len(budgets)), [f"b = {b}" for b in budgets])
+    ax.set_yticks(range(len(schemes)), schemes)
+    for i in range(len(schemes)):
+        for j in range(len(budgets)):
+            text = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    fig.colorbar(image, ax=ax, label="worst-case test accuracy")
+    ax.set_title(meta.get("title", folder.name), fontsize=8)
+    fig.tight_layout()
+    figures.mkdir(parents=True, exist_ok=True)
+    path = figures / f"{folder.name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    (figures / f"{folder.name}.md").write_text("\n".join(table) + "\n")
+    return path
+
+
 #: The README's main-job figure: the default config (seed 0) and uncoded SignSGD-MV, taken
 #: from the digits_n15_b6 sweep, whose bernoulli-r3 runs are the main job's config.
 MAIN_JOB_RUNS = {
@@ -141,7 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     folders = (
         sorted(p for p in args.outputs.iterdir() if p.is_dir()) if args.outputs.exists() else []
     )
-    candidates = [plot_sweep(folder, args.figures) for folder in folders]
+    candidates = [
+        head_to_head(folder, args.figures) if _points(folder) else plot_sweep(folder, args.figures)
+        for folder in folders
+    ]
     candidates.append(plot_main_job(args.outputs, args.figures))
     written = [p for p in candidates if p is not None]
     if not written:

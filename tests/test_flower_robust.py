@@ -1,0 +1,231 @@
+"""Flower's own robust strategies in the harness, float attacks, the vote error referee."""
+
+from __future__ import annotations
+
+import json
+from uuid import uuid4
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import Krum
+
+from fl_election.aggregation import vote_error_rate
+from fl_election.attacks import create_attack, forge_float_gradient
+from fl_election.config import RunConfig
+from fl_election.simulations import plot_results, sweep
+from fl_election.simulations.inprocess import run_inprocess
+from fl_election.strategies import FLOWER_STRATEGIES, FlowerRobust, create_flower_aggregator
+
+
+class FakeGrid:
+    def __init__(self, node_ids):
+        self.node_ids = list(node_ids)
+
+    def get_node_ids(self):
+        return list(self.node_ids)
+
+
+def arrays(d: int = 6) -> ArrayRecord:
+    return ArrayRecord({"w": Array(np.zeros(d, dtype=np.float32))})
+
+
+def round_trip(strategy, gradients: dict[int, np.ndarray], nodes=None):
+    """Send round 1 to the nodes, answer with the gradients, return the update."""
+    start = arrays(len(next(iter(gradients.values()))))
+    grid = FakeGrid(nodes if nodes is not None else list(gradients))
+    messages = list(strategy.configure_train(1, start, ConfigRecord(), grid))
+    for m in messages:
+        m.metadata.__dict__["_message_id"] = str(uuid4())
+    out = {m.metadata.dst_node_id: m for m in messages}
+    replies = [
+        Message(
+            RecordDict(
+                {
+                    "vote": ArrayRecord({"gradient": Array(g.astype(np.float32))}),
+                    "metrics": MetricRecord({"num-examples": 1, "num-coordinates": g.size}),
+                }
+            ),
+            reply_to=out[node],
+        )
+        for node, g in gradients.items()
+    ]
+    new, metrics = strategy.aggregate_train(1, replies)
+    return new, metrics
+
+
+def flower(name: str, n: int, b: int) -> FlowerRobust:
+    return FlowerRobust(
+        n, name, byzantine_budget=b, lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w"]
+    )
+
+
+def test_krum_picks_an_honest_gradient_that_the_mean_would_not():
+    honest = {10 + i: np.full(6, 1.0 + 0.01 * i) for i in range(5)}
+    byzantine = {20: np.full(6, -50.0), 21: np.full(6, -51.0)}
+    new, metrics = round_trip(flower("krum", 7, 2), {**honest, **byzantine})
+    step = -new["w"].numpy()  # lr 1, no momentum: w = -direction
+    assert any(np.allclose(step, g) for g in honest.values())
+    new_avg, _ = round_trip(flower("fedavg", 7, 2), {**honest, **byzantine})
+    assert np.all(-new_avg["w"].numpy() < 0)  # the mean follows the Byzantines
+    assert metrics["applied"] == 1
+
+
+def test_median_and_trimmed_mean_are_flowers_own():
+    rng = np.random.default_rng(0)
+    grads = {10 + i: rng.normal(size=6) for i in range(7)}
+    stack = np.stack(list(grads.values())).astype(np.float32)
+    new, _ = round_trip(flower("fedmedian", 7, 2), grads)
+    np.testing.assert_allclose(-new["w"].numpy(), np.median(stack, axis=0), rtol=1e-6)
+    new, _ = round_trip(flower("fedtrimmedavg", 7, 2), grads)
+    trimmed = np.sort(stack, axis=0)[2:-2].mean(axis=0)
+    np.testing.assert_allclose(-new["w"].numpy(), trimmed, rtol=1e-5)
+
+
+def test_bulyan_declines_too_few_replies_and_the_model_stays():
+    strategy = flower("bulyan", 7, 1)
+    grads = {10 + i: np.full(6, 1.0) for i in range(7)}
+    new, metrics = round_trip(strategy, grads)
+    assert metrics["applied"] == 1 and new is not None
+    # 7 nodes asked, 6 answer: quorum (2b + 1 = 3) holds, Bulyan needs 4b + 3 = 7
+    strategy = flower("bulyan", 7, 1)
+    nodes = list(grads)
+    del grads[16]
+    new, metrics = round_trip(strategy, grads, nodes)
+    assert new is None and metrics["applied"] == 0
+    assert strategy.audit[-1].decision == "aggregator-declined"
+
+
+def test_unknown_or_impossible_flower_strategies_are_refused():
+    with pytest.raises(ValueError, match="unknown Flower strategy 'krom'"):
+        create_flower_aggregator("krom", 15, 3)
+    with pytest.raises(ValueError, match="2b \\+ 3"):
+        create_flower_aggregator("krum", 14, 6)
+    with pytest.raises(ValueError, match="4b \\+ 3"):
+        create_flower_aggregator("bulyan", 15, 4)
+    assert isinstance(create_flower_aggregator("krum", 15, 6), Krum)
+    assert set(FLOWER_STRATEGIES) == {
+        "fedavg", "krum", "multikrum", "bulyan", "fedmedian", "fedtrimmedavg"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="n >= 4b \\+ 3 = 27"):
+        RunConfig(aggregation="bulyan", byzantine_count=6)
+    with pytest.raises(ValueError, match="n >= 2b \\+ 3 = 15"):
+        RunConfig(aggregation="multikrum", num_workers=14, byzantine_count=6)
+    with pytest.raises(ValueError, match="attack-epsilon"):
+        RunConfig(attack_epsilon=0.0)
+    with pytest.raises(ValueError, match="dirichlet-alpha"):
+        RunConfig(dirichlet_alpha=-1.0)
+
+
+def test_float_attacks_follow_their_papers():
+    rng = np.random.default_rng(0)
+    parts = rng.normal(size=(5, 8)).astype(np.float32)
+    own = parts[0]
+    mean, std = parts.mean(axis=0), parts.std(axis=0)
+    ipm = forge_float_gradient(create_attack("ipm", epsilon=0.5), own, parts, rng)
+    np.testing.assert_allclose(ipm, -0.5 * mean, rtol=1e-6)
+    alie = forge_float_gradient(create_attack("alie", num_partitions=5, z=1.5), own, parts, rng)
+    np.testing.assert_allclose(alie, mean - 1.5 * std, rtol=1e-5)
+    np.testing.assert_array_equal(
+        forge_float_gradient(create_attack("reverse"), own, None, rng), -own
+    )
+    omniscient = forge_float_gradient(create_attack("omniscient"), own, parts, rng)
+    mu = np.sign(np.sign(parts).sum(axis=0))
+    np.testing.assert_allclose(omniscient, -np.abs(mean) * mu, rtol=1e-6)
+    with pytest.raises(ValueError, match="every partition's gradient"):
+        forge_float_gradient(create_attack("ipm"), own, None, rng)
+    with pytest.raises(ValueError, match="epsilon"):
+        create_attack("ipm", epsilon=-1.0)
+
+
+def test_vote_error_rate_counts_misses_of_the_majority():
+    sign_sum = np.array([3, -1, 0, 2, -5])
+    assert vote_error_rate(np.array([1, -1, 1, 1, -1]), sign_sum) == 0.0
+    assert vote_error_rate(np.array([-1, -1, -1, 0, -1]), sign_sum) == 0.5  # the tie is left out
+    assert vote_error_rate(np.array([0.2, 0.5, 0.0, -1e-3, 9.0]), sign_sum) == 0.75
+    assert vote_error_rate(np.zeros(2), np.zeros(2)) == 0.0
+    with pytest.raises(ValueError, match="one shape"):
+        vote_error_rate(np.ones(3), np.ones(2))
+
+
+def small(tmp_path, **changes) -> RunConfig:
+    values = dict(
+        num_server_rounds=3,
+        eval_every=3,
+        num_workers=7,
+        byzantine_count=2,
+        attack="alie",
+        batch_size=70,
+        output_dir=str(tmp_path),
+        lr=0.05,
+        checkpoint_every=0,
+        track_vote_error=True,
+    )
+    values.update(changes)
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+def test_a_flower_strategy_trains_in_the_harness_with_float_traffic(tmp_path):
+    record = run_inprocess(small(tmp_path, aggregation="multikrum"))
+    first = record["rounds"][0]
+    d = first["uplink-bits-per-coordinate"]
+    assert d == 32.0  # float32 up
+    assert first["downlink-bytes"] >= first["uplink-bytes"]  # the model down, whole
+    assert all(0.0 <= r["vote-error-rate"] <= 1.0 for r in record["rounds"])
+    assert record["code"]["max_load"] == 1 and record["code"]["certified_tolerance"] is None
+
+
+def test_the_referee_sees_an_honest_vote_elect_the_majority_and_an_attack_miss_it(tmp_path):
+    honest = run_inprocess(
+        small(
+            tmp_path / "h",
+            code="uncoded",
+            byzantine_count=0,
+            attack="none",
+            lr=0.001,
+            tie_rule="abstain",
+        )
+    )
+    attacked = run_inprocess(
+        small(tmp_path / "a", code="uncoded", byzantine_count=3, attack="omniscient", lr=0.001)
+    )
+    honest_error = max(r["vote-error-rate"] for r in honest["rounds"])
+    attacked_error = min(r["vote-error-rate"] for r in attacked["rounds"])
+    # 7 honest one-partition votes, ties abstaining, elect exactly the majority
+    assert honest_error == 0.0
+    assert attacked_error > 0.2
+
+
+def test_a_grid_sweep_runs_scores_the_worst_attack_and_skips_impossible_points(tmp_path):
+    spec = tmp_path / "grid.toml"
+    spec.write_text(
+        'title = "grid"\nconf = "digits_head_to_head.toml"\nseeds = [0]\n\n'
+        "[overrides]\nnum-server-rounds = 2\neval-every = 1\nnum-workers = 7\n"
+        "batch-size = 70\n\n"
+        '[schemes.mv]\ncode = "uncoded"\n[schemes.bulyan]\naggregation = "bulyan"\nlr = 0.1\n\n'
+        '[attacks.gauss]\nattack = "gaussian-noise"\nattack-std = 1.0\n\n'
+        '[grid.all]\nschemes = ["mv", "bulyan"]\nbyzantine-count = [1, 2]\n'
+        'attacks = ["omniscient", "gauss"]\n'
+    )
+    out = tmp_path / "outputs"
+    assert sweep.main([str(spec), "--output-dir", str(out)]) == 0
+    meta = json.loads((out / "grid" / "sweep.json").read_text())
+    assert sorted(meta["skipped"]) == ["bulyan-b2-gauss", "bulyan-b2-omniscient"]
+    assert meta["points"]["mv-b2-gauss"] == {
+        "scheme": "mv", "byzantine-count": 2, "attack": "gauss"
+    }  # fmt: skip
+    run = json.loads((out / "grid" / "mv-b2-gauss-seed0.json").read_text())
+    assert run["config"]["attack-std"] == 1.0 and run["config"]["attack"] == "gaussian-noise"
+    figures = tmp_path / "figures"
+    assert plot_results.main(["--outputs", str(out), "--figures", str(figures)]) == 0
+    table = (figures / "grid.md").read_text()
+    finals = {
+        attack: json.loads((out / "grid" / f"mv-b1-{attack}-seed0.json").read_text())["final"][
+            "test-accuracy"
+        ]
+        for attack in ("omniscient", "gauss")
+    }
+    worst = min(finals, key=finals.__getitem__)
+    assert f"| mv | {finals[worst]:.3f} ({worst}) |" in table
+    assert "n/a (aggregation 'bulyan' needs num-workers n >= 4b + 3 = 11" in table
+    assert (figures / "grid.png").stat().st_size > 0
