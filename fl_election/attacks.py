@@ -444,7 +444,8 @@ class AlieAttack(SignAttack):
         """
         stack = _partition_stack(partition_gradients, self.name)
         std = stack.std(axis=0) if stack.shape[0] > 1 else np.zeros(stack.shape[1], np.float32)
-        return (stack.mean(axis=0) - self.z * std).astype(np.float32)
+        forged: npt.NDArray[np.float32] = (stack.mean(axis=0) - self.z * std).astype(np.float32)
+        return forged
 
 
 @dataclass(frozen=True)
@@ -668,7 +669,8 @@ def _partition_stack(partition_gradients: np.ndarray | None, name: str) -> npt.N
 
 
 def _partition_mean(partition_gradients: np.ndarray | None, name: str) -> npt.NDArray[np.float32]:
-    return _partition_stack(partition_gradients, name).mean(axis=0)
+    mean: npt.NDArray[np.float32] = _partition_stack(partition_gradients, name).mean(axis=0)
+    return mean
 
 
 #: Registry of attacks by name.

@@ -224,7 +224,6 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
         *lines,
         "",
     ]
-    b_max = budgets[-1]
     table += [
         f"Costs per scheme at its largest b (the worst attack's runs; time to "
         f"{TARGET_ACCURACY:.2f} under the round-time model: {SAMPLE_SECONDS * 1e3:g} ms per "
@@ -235,8 +234,8 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for scheme in schemes:
-        b = max((b for b in budgets if (scheme, b) in cells), default=None)
-        found = worst((scheme, b)) if b is not None else None
+        largest = max((b for b in budgets if (scheme, b) in cells), default=None)
+        found = worst((scheme, largest)) if largest is not None else None
         if found is None or not found[2]:
             continue
         accuracy, attack, records = found
@@ -257,9 +256,8 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
             f"{np.mean(reached):.1f} ({len(reached)}/{len(times)} seeds)" if reached else "never"
         )
         error_text = f"{np.mean(errors):.3f}" if errors else ""
-        lines_b = "" if b == b_max else f" (b = {b})"
         table.append(
-            f"| {scheme}{lines_b} | {b} | {attack} | {error_text} | {up / 1024:.1f} KiB | "
+            f"| {scheme} | {largest} | {attack} | {error_text} | {up / 1024:.1f} KiB | "
             f"{down / 1024:.1f} KiB | {records[0]['code']['max_load']} | {time_text} |"
         )
     if skipped:

@@ -73,7 +73,7 @@ class FullGradientMedian(DirectionStrategy):
 
     def aggregate_payloads(
         self, votes: list[ParsedReply], num_coordinates: int
-    ) -> tuple[np.ndarray, dict[str, float]]:
+    ) -> tuple[np.ndarray | None, dict[str, float]]:
         """Return the coordinate-wise median of the accepted gradients."""
         direction = coordinate_median(np.stack([v.payload for v in votes]))
         return direction.astype(np.float32), {}
