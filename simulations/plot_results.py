@@ -155,6 +155,44 @@ def _time_to_target(record: dict[str, Any]) -> float | None:
     return None
 
 
+#: Worst-case accuracies closer than this are a tie in the lr choice.
+LR_TIE = 0.02
+
+
+def chosen_learning_rates(
+    attacked: dict[tuple[str, int], float], clean: dict[tuple[str, int], float]
+) -> dict[str, tuple[float, float, float | None]]:
+    """Pick each scheme's lr from the ``<scheme>-lr<value>`` variants of a tuning sweep.
+
+    Parameters
+    ----------
+    attacked : dict[tuple[str, int], float]
+        Worst-case accuracy per (scheme, b > 0).
+    clean : dict[tuple[str, int], float]
+        No-attack accuracy per (scheme, 0).
+
+    Returns
+    -------
+    dict[str, tuple[float, float, float | None]]
+        Per base scheme: the chosen lr, its worst case at the scheme's largest b, and its
+        no-attack accuracy. Schemes without an ``-lr`` suffix are left out.
+    """
+    candidates: dict[str, list[tuple[float, float, float | None]]] = {}
+    for (scheme, b), accuracy in attacked.items():
+        base, sep, lr_text = scheme.rpartition("-lr")
+        if not sep:
+            continue
+        if any(s == scheme and other > b for (s, other) in attacked):
+            continue  # only the scheme's largest b counts
+        candidates.setdefault(base, []).append((float(lr_text), accuracy, clean.get((scheme, 0))))
+    chosen = {}
+    for base, options in candidates.items():
+        best = max(accuracy for _, accuracy, _ in options)
+        tied = [option for option in options if option[1] >= best - LR_TIE]
+        chosen[base] = max(tied, key=lambda option: (option[2] or 0.0, option[1]))
+    return chosen
+
+
 def head_to_head(folder: Path, figures: Path) -> Path | None:
     """Worst-case accuracy (scheme x b) of a grid sweep: a table, a heatmap, the costs.
 
@@ -260,6 +298,22 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
             f"| {scheme} | {largest} | {attack} | {error_text} | {up / 1024:.1f} KiB | "
             f"{down / 1024:.1f} KiB | {records[0]['code']['max_load']} | {time_text} |"
         )
+    chosen = chosen_learning_rates(
+        {key: value[0] for key in cells if key[1] > 0 and (value := worst(key)) is not None},
+        {key: value[0] for key in cells if key[1] == 0 and (value := worst(key)) is not None},
+    )
+    if chosen:
+        table += [
+            "",
+            "Learning rate chosen per scheme: the best worst case at the largest b; lrs within "
+            f"{LR_TIE:g} of it are tied and the best no-attack accuracy (b = 0) decides:",
+            "",
+            "| scheme | lr | worst case | no attack |",
+            "|---|---|---|---|",
+        ]
+        for base, (lr, worst_case, clean) in chosen.items():
+            clean_text = f"{clean:.3f}" if clean is not None else ""
+            table.append(f"| {base} | {lr:g} | {worst_case:.3f} | {clean_text} |")
     if skipped:
         table += [
             "",
