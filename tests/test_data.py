@@ -191,3 +191,48 @@ def test_flip_labels() -> None:
         flip_labels(torch.tensor([0.0]), 10)
     with pytest.raises(ValueError):
         flip_labels(y, 1)
+
+
+def test_dirichlet_partitions_cover_every_sample_once_and_skew_the_labels():
+    from fl_election.data import dirichlet_partition_indices, partition_indices
+
+    labels = np.repeat(np.arange(10), 50)
+    skewed = dirichlet_partition_indices(labels, 5, alpha=0.1, seed=3)
+    assert sorted(np.concatenate(skewed).tolist()) == list(range(500))
+    assert all(len(shard) >= 1 for shard in skewed)
+    again = dirichlet_partition_indices(labels, 5, alpha=0.1, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(skewed, again, strict=True))
+
+    def classes_per_shard(shards):
+        # classes holding 90 % of each shard's samples, averaged over shards
+        counts = []
+        for shard in shards:
+            sizes = np.sort(np.bincount(labels[shard], minlength=10))[::-1]
+            counts.append(int(np.searchsorted(np.cumsum(sizes), 0.9 * len(shard)) + 1))
+        return float(np.mean(counts))
+
+    assert classes_per_shard(skewed) < 5 < classes_per_shard(partition_indices(500, 5, 3))
+    tiny = dirichlet_partition_indices(np.zeros(6, dtype=int), 6, alpha=0.01, seed=0)
+    assert all(len(shard) == 1 for shard in tiny)  # empty shards borrow a sample
+    with pytest.raises(ValueError, match="alpha"):
+        dirichlet_partition_indices(labels, 5, alpha=0.0, seed=0)
+
+
+def test_a_skewed_instruction_draws_each_slice_from_its_skewed_shard():
+    import torch
+
+    from fl_election.clients.coded import partition_batch
+    from fl_election.contract import TrainInstruction
+
+    y = torch.from_numpy(np.repeat(np.arange(10), 40))
+    data = (torch.zeros(400, 2), y)
+
+    def labels_seen(alpha):
+        instruction = TrainInstruction(
+            server_round=1, step=0, seed=1, worker_index=0, num_workers=5,
+            num_partitions=5, partition_ids=(0,), partition_batch_size=40,
+            vote_keys=("w",), num_coordinates=1, dirichlet_alpha=alpha,
+        )  # fmt: skip
+        return [len(set(partition_batch(data, instruction, j)[1].tolist())) for j in range(5)]
+
+    assert np.mean(labels_seen(0.05)) < 6 < np.mean(labels_seen(0.0))
