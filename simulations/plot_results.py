@@ -107,6 +107,8 @@ def plot_sweep(folder: Path, figures: Path) -> Path | None:
 SAMPLE_SECONDS = 1e-3
 INGRESS_BYTES_PER_SECOND = 1e6
 TARGET_ACCURACY = 0.85
+#: Accuracy a run that stopped is counted at: chance for the 10 classes every dataset here has.
+CHANCE_ACCURACY = 0.1
 
 
 def _points(folder: Path) -> dict[str, dict[str, Any]]:
@@ -217,18 +219,26 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
     budgets = sorted({int(p["byzantine-count"]) for p in points.values()})
     # (scheme, b) -> attack -> (mean final accuracy over seeds, records)
     cells: dict[tuple[str, int], dict[str, tuple[float, list[dict[str, Any]]]]] = {}
+    seed_counts: list[int] = []
     for variant, point in points.items():
         records = [r for r in runs.get(variant, []) if "stopped" not in r]
         stopped = [r for r in runs.get(variant, []) if "stopped" in r]
         finals = [r["final"]["test-accuracy"] for r in records]
-        # a run that stopped (failed closed, below quorum) trained nothing after it stopped:
-        # count it at the accuracy of chance, as a user would experience it
-        finals += [0.1] * len(stopped)
+        # a run that stopped (failed closed: its model diverged to NaN and every reply was
+        # rejected, or too few votes) delivers no model: count it at chance accuracy
+        finals += [CHANCE_ACCURACY] * len(stopped)
         if not finals:
             continue
         key = (point["scheme"], int(point["byzantine-count"]))
         cells.setdefault(key, {})[point["attack"]] = (float(np.mean(finals)), records)
+        seed_counts.append(len(finals))
     skipped = meta.get("skipped", {})
+    full = max(seed_counts, default=0)
+    short = {
+        key
+        for key, attacks in cells.items()
+        if any(len(runs.get(f"{key[0]}-b{key[1]}-{a}", [])) < full for a in attacks)
+    }
 
     def worst(key: tuple[str, int]) -> tuple[float, str, list[dict[str, Any]]] | None:
         if key not in cells:
@@ -252,7 +262,8 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
                 continue
             accuracy, attack, _ = found
             grid[i, j] = accuracy
-            row.append(f"{accuracy:.3f} ({attack})" if b else f"{accuracy:.3f}")
+            mark = " *" if (scheme, b) in short else ""
+            row.append((f"{accuracy:.3f} ({attack})" if b else f"{accuracy:.3f}") + mark)
         lines.append(f"| {scheme} | " + " | ".join(row) + " |")
     seeds = sorted({r["config"]["seed"] for rs in runs.values() for r in rs})
     table = [
@@ -262,6 +273,12 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
         *lines,
         "",
     ]
+    if short:
+        table[-1:] = [
+            "",
+            f"\\* fewer than {full} seeds in this cell (the sweep was cut short).",
+            "",
+        ]
     table += [
         f"Costs per scheme at its largest b (the worst attack's runs; time to "
         f"{TARGET_ACCURACY:.2f} under the round-time model: {SAMPLE_SECONDS * 1e3:g} ms per "

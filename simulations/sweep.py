@@ -104,8 +104,9 @@ def expand_grid(sweep: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def run_configs(sweep: dict[str, Any], name: str, output_dir: Path) -> list[RunConfig]:
     """Return the configs of one sweep, one per (variant, seed)."""
     configs = []
-    for variant, overrides in sweep["variants"].items():
-        for seed in sweep["seeds"]:
+    # seed-major: a sweep cut short still has every variant at its first seeds
+    for seed in sweep["seeds"]:
+        for variant, overrides in sweep["variants"].items():
             values = {**sweep["base"], **overrides, "seed": seed}
             values["output-dir"] = str(output_dir / name)
             values["run-name"] = f"{variant}-seed{seed}"
@@ -179,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             for cfg in todo:
                 print(f"{name}/{run_one(cfg)}", flush=True)
             continue
-        # One process per run (spawned: torch and Flower do not survive a fork well).
+        # Worker processes are spawned (torch and Flower do not survive a fork well) and
+        # reused: each pays the imports once, and a run leaves nothing behind that the
+        # next one reads (run_inprocess builds every object from its config).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
             for line in pool.map(run_one, todo):
                 print(f"{name}/{line}", flush=True)
     return 0
