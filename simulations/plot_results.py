@@ -75,22 +75,42 @@ def plot_sweep(folder: Path, figures: Path) -> Path | None:
         return None
     meta_path = folder / "sweep.json"
     title = json.loads(meta_path.read_text())["title"] if meta_path.exists() else folder.name
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for variant, records in runs.items():
-        curves = [accuracy_curve(r) for r in records if "stopped" not in r]
-        if not curves:  # failed closed: nothing to plot
-            continue
-        rounds = curves[0][0]
-        stacked = np.stack([c[1] for c in curves if len(c[1]) == len(rounds)])
-        ax.plot(rounds, stacked.mean(axis=0), label=variant)
-        if len(stacked) > 1:
-            ax.fill_between(rounds, stacked.min(axis=0), stacked.max(axis=0), alpha=0.2)
-    ax.set_xlabel("round (SignSGD step)")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(title, fontsize=9)
+    # Many variants sharing name prefixes (fig4b-*, fig5b-*, ...) get one panel per prefix.
+    groups: dict[str, list[str]] = {}
+    for variant in runs:
+        prefix = variant.split("-")[0] if len(runs) > 8 else ""
+        groups.setdefault(prefix, []).append(variant)
+    columns = min(3, len(groups))
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(6 if columns == 1 else 4.2 * columns, 3.8 if rows == 1 else 3.0 * rows),
+        squeeze=False,
+    )
+    for ax, (prefix, variants) in zip(axes.flat, groups.items(), strict=False):
+        for variant in variants:
+            curves = [accuracy_curve(r) for r in runs[variant] if "stopped" not in r]
+            if not curves:  # failed closed: nothing to plot
+                continue
+            rounds = curves[0][0]
+            stacked = np.stack([c[1] for c in curves if len(c[1]) == len(rounds)])
+            ax.plot(rounds, stacked.mean(axis=0), label=variant)
+            if len(stacked) > 1:
+                ax.fill_between(rounds, stacked.min(axis=0), stacked.max(axis=0), alpha=0.2)
+        ax.set_xlabel("round (SignSGD step)")
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7 if prefix else 8, loc="lower right")
+        if prefix:
+            ax.set_title(prefix, fontsize=9)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    if len(groups) > 1:
+        fig.suptitle(title, fontsize=9)
+    else:
+        axes.flat[0].set_title(title, fontsize=9)
     fig.tight_layout()
     figures.mkdir(parents=True, exist_ok=True)
     path = figures / f"{folder.name}.png"
