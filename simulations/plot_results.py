@@ -311,9 +311,15 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
     for scheme in schemes:
         largest = max((b for b in budgets if (scheme, b) in cells), default=None)
         found = worst((scheme, largest)) if largest is not None else None
-        if found is None or not found[2]:
+        if found is None:
             continue
         accuracy, attack, records = found
+        if not records:  # every seed of the worst attack diverged and stopped
+            table.append(
+                f"| {scheme} | {largest} | {attack} | every run stopped (model diverged, "
+                "replies rejected) | | | | never |"
+            )
+            continue
         errors = [
             np.mean([r["vote-error-rate"] for r in rec["rounds"] if "vote-error-rate" in r])
             for rec in records
