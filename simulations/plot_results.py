@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -358,11 +359,14 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
             clean_text = f"{clean:.3f}" if clean is not None else ""
             table.append(f"| {base} | {lr:g} | {worst_case:.3f} | {clean_text} |")
     if skipped:
+        by_reason: dict[str, list[str]] = {}
+        for name, why in sorted(skipped.items()):
+            by_reason.setdefault(why, []).append(name)
+        table += ["", "Not run (invalid for the scheme):", ""]
         table += [
-            "",
-            "Not run (invalid for the scheme): "
-            + "; ".join(f"{name}: {why}" for name, why in sorted(skipped.items())[:6])
-            + ("; ..." if len(skipped) > 6 else ""),
+            f"- {', '.join(names) if len(names) < 3 else names[0] + f' and {len(names) - 1} more'}"
+            f": {why}"
+            for why, names in by_reason.items()
         ]
 
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(budgets), 0.9 + 0.38 * len(schemes)))
@@ -374,7 +378,7 @@ def head_to_head(folder: Path, figures: Path) -> Path | None:
             text = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.2f}"
             ax.text(j, i, text, ha="center", va="center", fontsize=8)
     fig.colorbar(image, ax=ax, label="worst-case test accuracy")
-    ax.set_title(meta.get("title", folder.name), fontsize=8)
+    ax.set_title(textwrap.fill(meta.get("title", folder.name), 60), fontsize=8)
     fig.tight_layout()
     figures.mkdir(parents=True, exist_ok=True)
     path = figures / f"{folder.name}.png"
