@@ -72,7 +72,9 @@ class RoundAudit:
     rejected : list[dict[str, Any]]
         ``{"node", "row", "code", "reason"}`` of each rejected reply.
     decision : str
-        ``"quorum"`` (applied), ``"too-few-votes"`` or ``"not-certified"``.
+        ``"quorum"`` (applied), ``"too-few-votes"``, ``"not-certified"`` or
+        ``"aggregator-declined"`` (the aggregation rule refused the votes, e.g. Bulyan
+        with fewer than ``4b + 3``).
     applied : bool
         Whether the model was updated.
     reassigned : list[dict[str, int]]
