@@ -198,7 +198,7 @@ class _Computed:
 #: simulated in one process compute the ``k`` partitions once per step, not ``b`` times.
 #: The entry holds the objects its key names (data, loss, augmentation), compared by
 #: identity, so that a new object at a freed one's address never hits a stale entry.
-_SHARED: list[tuple[tuple[Any, ...], tuple[Any, ...], tuple[np.ndarray, list[float]]]] = []
+_SHARED: list[tuple[tuple[Any, ...], tuple[Any, ...], np.ndarray]] = []
 
 
 def _data_parts(data: TrainData) -> tuple[Any, ...]:
@@ -228,7 +228,7 @@ def _everyone(
     augment: AugmentFn | None,
     parameters: Sequence[torch.Tensor],
     model_key: int,
-) -> tuple[np.ndarray, list[float]]:
+) -> np.ndarray:
     """Return what an omniscient adversary knows: all k partitions at this step.
 
     For a float payload, the ``(k, d)`` float32 gradients; for a sign vote, the int16
@@ -257,20 +257,17 @@ def _everyone(
     saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
     batches = _batches(data, instruction, range(instruction.num_partitions), augment)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
-        gradients, losses = partition_gradients(
-            model, batches, loss_fn=loss_fn, parameters=parameters
-        )
+        gradients, _ = partition_gradients(model, batches, loss_fn=loss_fn, parameters=parameters)
         known = gradients.numpy()
     else:
         result = partition_signs(model, batches, loss_fn=loss_fn, parameters=parameters)
         known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
-        losses = result.losses
     with torch.no_grad():
         for name, buffer in model.named_buffers():
             buffer.copy_(saved[name])
     known.setflags(write=False)  # shared by every Byzantine of the step: read only
-    _SHARED.append((key, objects, (known, losses)))
-    return known, losses
+    _SHARED.append((key, objects, known))
+    return known
 
 
 def _compute(
@@ -295,7 +292,7 @@ def _compute(
     batches = _batches(data, instruction, own, augment)
     known = None
     if attack is not None and attack.needs_sign_sum:
-        known, _ = _everyone(model, loss_fn, data, instruction, augment, parameters, model_key)
+        known = _everyone(model, loss_fn, data, instruction, augment, parameters, model_key)
     targets_fn = flip_targets if attack is not None and attack.poisons_data else None
     if attack is not None and attack.perturbs_gradient:
         noise_std = float(getattr(attack, "std", noise_std))

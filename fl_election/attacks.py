@@ -323,7 +323,9 @@ class IpmAttack(OmniscientAttack):
         self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
     ) -> npt.NDArray[np.float32]:
         """Send ``-epsilon * mean(g_j)`` over all partitions (Xie et al., 2020)."""
-        return (-self.epsilon * _partition_mean(partition_gradients, self.name)).astype(np.float32)
+        stack = _checked(partition_gradients)
+        forged: npt.NDArray[np.float32] = (-self.epsilon * stack.mean(axis=0)).astype(np.float32)
+        return forged
 
 
 def alie_z(num_workers: int, num_byzantine: int) -> float:
@@ -442,7 +444,7 @@ class AlieAttack(SignAttack):
         In the float world ``z`` is ALIE's: standard deviations of the honest gradients
         (:func:`alie_z` gives its choice for ``(n, b)``).
         """
-        stack = _partition_stack(partition_gradients, self.name)
+        stack = _checked(partition_gradients)
         std = stack.std(axis=0) if stack.shape[0] > 1 else np.zeros(stack.shape[1], np.float32)
         forged: npt.NDArray[np.float32] = (stack.mean(axis=0) - self.z * std).astype(np.float32)
         return forged
@@ -668,9 +670,10 @@ def _partition_stack(partition_gradients: np.ndarray | None, name: str) -> npt.N
     return stack
 
 
-def _partition_mean(partition_gradients: np.ndarray | None, name: str) -> npt.NDArray[np.float32]:
-    mean: npt.NDArray[np.float32] = _partition_stack(partition_gradients, name).mean(axis=0)
-    return mean
+def _checked(partition_gradients: np.ndarray | None) -> npt.NDArray[np.float32]:
+    """Return the stack :func:`forge_float_gradient` has already checked."""
+    assert partition_gradients is not None  # forge_float_gradient supplies it
+    return partition_gradients
 
 
 #: Registry of attacks by name.

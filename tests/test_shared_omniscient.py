@@ -188,7 +188,7 @@ def test_the_shared_pass_leaves_batch_norm_statistics_alone_and_is_read_only():
     parameters = coded.vote_parameters(model, instruction.vote_keys, instruction.num_coordinates)
     before = model[1].running_mean.clone()
     coded._SHARED.clear()
-    known, _ = coded._everyone(
+    known = coded._everyone(
         model, torch.nn.functional.cross_entropy, data, instruction, None, parameters, 1
     )
     torch.testing.assert_close(model[1].running_mean, before)
@@ -207,7 +207,7 @@ def test_a_new_data_object_never_hits_another_objects_entry():
     for seed in range(4):
         generator = torch.Generator().manual_seed(seed)
         data = (torch.randn(30, 4, generator=generator), torch.randint(0, 2, (30,)))
-        known, _ = coded._everyone(model, loss, data, instruction, None, parameters, 1)
+        known = coded._everyone(model, loss, data, instruction, None, parameters, 1)
         sums.append(known.copy())
         del data  # its id may be reused by the next object: it must not hit this entry
         gc.collect()
