@@ -13,6 +13,7 @@ from typing import Any
 
 __all__ = [
     "REASONS",
+    "RESYNC_CAUSES",
     "Rejection",
     "RoundAudit",
     "sanitize",
@@ -28,7 +29,14 @@ REASONS: dict[str, str] = {
     "bad-vote": "the vote does not decode to the round's length",
     "bad-buffers": "a buffer is missing, malformed or not finite",
     "bad-metrics": "a metric the server checks is missing or malformed",
+    "resync": "the node's copy of the model is out of step (it asks for the full model)",
+    "resync-limit": "the node needed the full model too often; its row is a fault this round",
 }
+
+#: Why a node was sent the full model again (:attr:`RoundAudit.resynced`): its reply of the
+#: round before reported another model (``fingerprint-mismatch``), or was missing,
+#: rejected (a reason code of :data:`REASONS`, ``resync`` among them) or withheld.
+RESYNC_CAUSES: tuple[str, ...] = ("fingerprint-mismatch", "missing", "rejected", *REASONS)
 
 _MAX_REASON = 200
 
@@ -72,13 +80,18 @@ class RoundAudit:
     rejected : list[dict[str, Any]]
         ``{"node", "row", "code", "reason"}`` of each rejected reply.
     decision : str
-        ``"quorum"`` (applied), ``"too-few-votes"``, ``"not-certified"`` or
+        ``"quorum"`` (applied), ``"over-fault-budget"`` (more rows missing or rejected
+        than the fault budget allows, :mod:`fl_election.quorum`), ``"no-votes"``,
         ``"aggregator-declined"`` (the aggregation rule refused the votes, e.g. Bulyan
-        with fewer than ``4b + 3``).
+        with fewer than ``4b + 3``) or ``"non-finite"`` (the step would make the model
+        non-finite).
     applied : bool
         Whether the model was updated.
     reassigned : list[dict[str, int]]
         ``{"row", "from", "to"}`` rows moved to a new node before this round (churn).
+    resynced : list[dict[str, Any]]
+        ``{"node", "row", "cause"}`` of each node sent the full model again this round
+        (not its first one), with why its copy was out of step (:data:`RESYNC_CAUSES`).
     """
 
     round: int
@@ -88,6 +101,7 @@ class RoundAudit:
     decision: str = ""
     applied: bool = False
     reassigned: list[dict[str, int]] = field(default_factory=list)
+    resynced: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

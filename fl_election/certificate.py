@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 import operator
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
@@ -50,13 +52,17 @@ if TYPE_CHECKING:
     from fl_election.codes import AllocationCode
 
 __all__ = [
+    "CERTIFICATE_STATUSES",
     "CERTIFY_METHODS",
+    "DEFAULT_CERTIFY_TIME_BUDGET",
     "TIE_RULES",
     "Certificate",
+    "ToleranceBounds",
     "certify",
     "enumerate_violations",
     "max_tolerance",
     "minimal_majority_layer",
+    "tolerance_bounds",
     "worst_byzantine_set",
     "wrong_vote_probability",
 ]
@@ -79,6 +85,19 @@ _CHUNK_ELEMENTS = 1 << 22
 SAMPLED_CONFIDENCE = 0.95
 #: Default number of sampled patterns for ``method="sampled"``.
 DEFAULT_SAMPLES = 100_000
+#: Time budget (seconds) that callers outside the offline tools (the strategy, the run
+#: config, the quorum rule) should pass as ``time_budget`` to :func:`certify`,
+#: :func:`max_tolerance` and :func:`tolerance_bounds`, so that no certificate blocks a run
+#: for minutes. ``None`` (no limit) remains the default of those functions.
+DEFAULT_CERTIFY_TIME_BUDGET = 10.0
+#: Values of :attr:`Certificate.status`: ``"exact"`` (every pattern covered), ``"bound"``
+#: (time budget hit, but a proven bound or a breaking pattern decides the verdict),
+#: ``"unknown"`` (time budget hit, undecided) and ``"sampled"`` (a Monte-Carlo estimate).
+CERTIFICATE_STATUSES: tuple[str, ...] = ("exact", "bound", "unknown", "sampled")
+#: Clock of the time budget (a module attribute so that tests can replace it).
+_clock = time.monotonic
+#: Slack when rounding the solver's floating-point dual bound up to an integer.
+_BOUND_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -90,31 +109,49 @@ class Certificate:
     b : int
         Number of Byzantine workers checked against.
     tolerant : bool
-        ``True`` iff ``C - W >= 2b + 1`` for every checked sign pattern with ``mu = +1``.
+        ``True`` iff ``C - W >= 2b + 1`` for every checked sign pattern with ``mu = +1``
+        (status ``"exact"``), is proven so by a bound (``"bound"``), or no sampled pattern broke
+        the code (``"sampled"``). Always ``False`` when the status is ``"unknown"``, which is
+        *not* a proof of non-tolerance.
     worst_margin : int
-        ``min over patterns of (C - W - 2b)``; tolerant iff ``worst_margin >= 1``. For a sampled
-        certificate this is the minimum over the sampled patterns only (an upper bound on the
-        true value).
+        ``min over patterns of (C - W - 2b)``; tolerant iff ``worst_margin >= 1``. When the
+        status is not ``"exact"`` this is the minimum over the patterns examined only (sampled,
+        enumerated before the time budget ran out, or the integer program's best solution): an
+        upper bound on the true value, attained by ``witness_pattern`` when that is set.
     witness_pattern : tuple of int or None
         A pattern ``m`` in ``{+1, -1}^k`` with ``sum(m) > 0`` that breaks the code (``None`` when
-        tolerant). It attains ``worst_margin``.
+        tolerant or unknown). It attains ``worst_margin``.
     witness_byzantine : tuple of int or None
         The ``b`` workers the adversary takes over for ``witness_pattern`` (sorted): workers whose
         local vote equals ``mu``, then (only if fewer than ``b`` vote ``mu``) abstainers, then
-        wrong voters. ``None`` when tolerant.
+        wrong voters. ``None`` when tolerant or unknown.
     exact : bool
-        ``True`` when every pattern was covered (enumeration or MILP), ``False`` for a sampled
-        estimate. A sampled certificate that found a witness still proves non-tolerance.
+        ``True`` when every pattern was covered (enumeration or MILP, status ``"exact"``),
+        ``False`` otherwise. A certificate with a witness proves non-tolerance all the same.
     method : str
         ``"enumeration"``, ``"milp"`` or ``"sampled"``.
     confidence : float or None (default: None)
         Sampled only: confidence of the statement "fewer than ``3 / samples`` of the
         minimal-majority patterns break the code" when no violation was found.
     samples : int or None (default: None)
-        Sampled only: number of patterns drawn.
+        Sampled only: number of patterns drawn (fewer than asked when the time budget ran out).
     tie_rule : str (default: "abstain")
         The vote model checked (:data:`TIE_RULES`): ``"abstain"`` (a tied worker sends 0) or
         ``"forced"`` (a tied worker's forced vote is counted as wrong).
+    status : str (default: "")
+        One of :data:`CERTIFICATE_STATUSES`. ``"exact"``: every pattern covered. ``"bound"``:
+        the time budget ran out, but the verdict is proven anyway, by
+        ``proven_margin_lower_bound >= 1`` (tolerant) or by a witness (not tolerant).
+        ``"unknown"``: the time budget ran out undecided (``tolerant`` is ``False``).
+        ``"sampled"``: a Monte-Carlo estimate. The empty default means ``"exact"`` when
+        ``exact`` is true, else ``"sampled"`` (what every certificate was before time budgets).
+    proven_margin_lower_bound : int or None (default: None)
+        A proven lower bound on the true ``min (C - W - 2b)`` over all patterns: equal to
+        ``worst_margin`` when exact; the integer program's dual bound, rounded up, minus ``2b``
+        when its time budget ran out; ``None`` when nothing is proven (sampled, enumeration cut
+        short, or the solver had no bound yet).
+    time_budget : float or None (default: None)
+        The time budget (seconds) the certificate was computed under; ``None`` for no limit.
     """
 
     b: int
@@ -127,16 +164,56 @@ class Certificate:
     confidence: float | None = None
     samples: int | None = None
     tie_rule: str = "abstain"
+    status: str = ""
+    proven_margin_lower_bound: int | None = None
+    time_budget: float | None = None
+
+    def __post_init__(self) -> None:
+        """Fill in the default status and check that it agrees with ``exact``."""
+        if not self.status:
+            object.__setattr__(self, "status", "exact" if self.exact else "sampled")
+        if self.status not in CERTIFICATE_STATUSES:
+            raise ValueError(
+                f"unknown certificate status {self.status!r}; "
+                f"valid: {', '.join(CERTIFICATE_STATUSES)}"
+            )
+        if self.exact != (self.status == "exact"):
+            raise ValueError(f"exact = {self.exact} contradicts status {self.status!r}")
+        if self.status == "unknown" and self.tolerant:
+            raise ValueError("an 'unknown' certificate cannot be tolerant")
 
     def __str__(self) -> str:
-        """Return a plain-language summary of the certificate."""
+        """Return a plain-language summary of the certificate, saying how it was decided."""
         verdict = "perfectly" if self.tolerant else "NOT"
         ties = _TIE_RULE_TEXT.get(self.tie_rule, f"ties {self.tie_rule}")
+        budget = f"{self.time_budget:g} s" if self.time_budget is not None else "no limit"
         lines = []
-        if self.exact:
+        if self.status == "exact":
             lines.append(
                 f"{verdict} {self.b}-tolerant (exact, {self.method}, {ties}); "
                 f"worst margin C - W - 2b = {self.worst_margin} (needs >= 1)"
+            )
+        elif self.status == "bound" and self.tolerant:
+            lines.append(
+                f"perfectly {self.b}-tolerant (PROVEN BOUND, {self.method}, {ties}; time budget "
+                f"{budget} ran out before the exact worst margin was found); worst margin "
+                f"C - W - 2b >= {self.proven_margin_lower_bound} (needs >= 1), smallest found "
+                f"{self.worst_margin}"
+            )
+        elif self.status == "bound":
+            lines.append(
+                f"NOT {self.b}-tolerant (PROVEN BY WITNESS, {self.method}, {ties}; time budget "
+                f"{budget} ran out before the exact worst margin was found); margin "
+                f"C - W - 2b of the witness = {self.worst_margin}"
+            )
+        elif self.status == "unknown":
+            proven = self.proven_margin_lower_bound
+            lower = f">= {proven}" if proven is not None else "unbounded below (no proof yet)"
+            lines.append(
+                f"UNKNOWN whether {self.b}-tolerant ({self.method}, {ties}): the time budget "
+                f"{budget} ran out undecided; no breaking pattern found, smallest margin "
+                f"C - W - 2b found = {self.worst_margin}, proven worst margin {lower} "
+                "(needs >= 1)"
             )
         elif self.tolerant:
             bound = 3.0 / self.samples if self.samples else float("nan")
@@ -159,6 +236,50 @@ class Certificate:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class ToleranceBounds:
+    """Result of :func:`tolerance_bounds`: what is proven about a code's maximum tolerance.
+
+    Parameters
+    ----------
+    proven : int
+        Largest ``b`` proven perfectly ``b``-tolerant (0 when none is: also when even ``b = 0``
+        fails or nothing was proven before the time budget ran out).
+    at_most : int
+        Largest ``b`` not disproven by a pattern examined (``>= proven``; 0 when even ``b = 0``
+        is disproven). The true maximum tolerance lies in ``[proven, at_most]``.
+    status : str
+        ``"exact"`` (every pattern covered: ``proven == at_most`` is the maximum tolerance),
+        ``"bound"`` (time budget hit, but ``proven == at_most`` all the same) or ``"unknown"``
+        (time budget hit and ``proven < at_most``).
+    method : str
+        ``"enumeration"`` or ``"milp"``.
+    time_budget : float or None (default: None)
+        The time budget (seconds) used; ``None`` for no limit.
+    """
+
+    proven: int
+    at_most: int
+    status: str
+    method: str
+    time_budget: float | None = None
+
+    def __str__(self) -> str:
+        """Return a plain-language summary."""
+        if self.status == "exact":
+            return f"maximum tolerance {self.proven} (exact, {self.method})"
+        budget = f"{self.time_budget:g} s" if self.time_budget is not None else "no limit"
+        if self.status == "bound":
+            return (
+                f"maximum tolerance {self.proven} (PROVEN BOUND, {self.method}; time budget "
+                f"{budget} ran out)"
+            )
+        return (
+            f"maximum tolerance UNKNOWN in [{self.proven}, {self.at_most}]: proven "
+            f"{self.proven}-tolerant only ({self.method}; time budget {budget} ran out)"
+        )
+
+
 _TIE_RULE_TEXT = {
     "abstain": "ties abstain",
     "forced": "ties forced, counted wrong",
@@ -172,6 +293,22 @@ def _check_tie_rule(tie_rule: str) -> str:
     if not isinstance(tie_rule, str) or tie_rule not in TIE_RULES:
         raise ValueError(f"unknown tie_rule {tie_rule!r}; valid: {', '.join(TIE_RULES)}")
     return tie_rule
+
+
+def _check_time_budget(time_budget: float | None) -> float | None:
+    """Return the budget as a float; ``None`` passes. Raise unless finite and positive."""
+    if time_budget is None:
+        return None
+    if isinstance(time_budget, bool) or not isinstance(time_budget, numbers.Real):
+        raise ValueError(f"time_budget must be a number of seconds or None, got {time_budget!r}")
+    value = float(time_budget)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"time_budget must be finite and > 0 seconds, got {time_budget!r}")
+    return value
+
+
+def _deadline(time_budget: float | None) -> float | None:
+    return None if time_budget is None else _clock() + time_budget
 
 
 def _as_matrix(code: AllocationCode) -> NDArray[np.uint8]:
@@ -279,6 +416,29 @@ def _enumerate_min(
     Under ``tie_rule="forced"`` a worker votes ``+1`` iff ``2 hits - load > 0``, else ``-1``,
     so ``C - W = 2 * #{positive} - n``.
     """
+    best, best_pos, found, _ = _enumerate_scan(matrix, threshold, cap, tie_rule, None)
+    if threshold is not None:
+        k = matrix.shape[1]
+        if best >= threshold:
+            return best, np.zeros((0, k), dtype=np.uint8)
+        rows = np.concatenate([best_pos[None, :], *found])
+        return best, rows[: max(cap, 1)].astype(np.uint8)
+    return best, best_pos
+
+
+def _enumerate_scan(
+    matrix: NDArray[np.uint8],
+    threshold: int | None,
+    cap: int,
+    tie_rule: str,
+    deadline: float | None,
+) -> tuple[int, NDArray[np.uint8], list[NDArray[np.uint8]], bool]:
+    """Run the loop of :func:`_enumerate_min`, stopping between chunks past ``deadline``.
+
+    Returns the smallest ``C - W`` seen, the positives of a pattern attaining it, the blocks
+    of violating rows (with a ``threshold``) and whether every pattern was covered. At least
+    one chunk is always evaluated, and the clock is read only between chunks.
+    """
     forced = tie_rule == "forced"
     n, k = matrix.shape
     t = _threshold_positives(k)
@@ -300,6 +460,7 @@ def _enumerate_min(
     best_pos: NDArray[np.uint8] = np.ones(k, dtype=np.uint8)
     found: list[NDArray[np.uint8]] = []  # blocks of violating rows
     found_rows = 0
+    started = False
     for high_count in range(max(0, t - low_width), min(high_width, t) + 1):
         high_idx = np.flatnonzero(high_pop == high_count)
         low_idx = np.flatnonzero(low_pop == t - high_count)
@@ -308,6 +469,9 @@ def _enumerate_min(
         low_block = low_part[low_idx]
         rows = max(1, _CHUNK_ELEMENTS // (low_idx.size * n))
         for start in range(0, high_idx.size, rows):
+            if started and deadline is not None and _clock() >= deadline:
+                return best, best_pos, found, False
+            started = True
             chunk = high_idx[start : start + rows]
             local = high_part[chunk][:, None, :] + low_block[None, :, :]
             if forced:
@@ -330,12 +494,7 @@ def _enumerate_min(
                 )
                 found.append(block)
                 found_rows += len(block)
-    if threshold is not None:
-        if best >= threshold:
-            return best, np.zeros((0, k), dtype=np.uint8)
-        rows = np.concatenate([best_pos[None, :], *found])
-        return best, rows[: max(cap, 1)].astype(np.uint8)
-    return best, best_pos
+    return best, best_pos, found, True
 
 
 def enumerate_violations(
@@ -366,6 +525,22 @@ def enumerate_violations(
     return _enumerate_min(matrix, threshold, cap, _check_tie_rule(tie_rule))
 
 
+@dataclass(frozen=True)
+class _MinSearch:
+    """What one (possibly time-limited) search for ``min (C - W)`` established.
+
+    ``upper`` is the smallest ``C - W`` of the patterns examined, attained by ``positives``;
+    ``lower`` a proven lower bound on the true minimum (``None`` when nothing is proven);
+    ``complete`` says every pattern was covered (then ``lower == upper`` is the minimum).
+    """
+
+    upper: int
+    positives: NDArray[np.uint8]
+    lower: int | None
+    complete: bool
+    method: str
+
+
 def _milp_min(
     matrix: NDArray[np.uint8], tie_rule: str = "abstain"
 ) -> tuple[int, NDArray[np.uint8]]:
@@ -381,6 +556,18 @@ def _milp_min(
     Under ``tie_rule="forced"`` a tie votes ``-1``: the constraints become ``sum x = t``,
     ``s_i <= L_i p_i`` and ``p_i + q_i = 1`` (so ``q_i = 1`` is allowed whenever ``s_i <= 0``,
     tie included), and the same objective equals ``2 sum p - n`` with ``p_i >= [s_i > 0]``.
+    """
+    found = _milp_search(matrix, tie_rule, None)
+    return found.upper, found.positives
+
+
+def _milp_search(matrix: NDArray[np.uint8], tie_rule: str, deadline: float | None) -> _MinSearch:
+    """Solve the integer program of :func:`_milp_min`, within ``deadline`` when one is given.
+
+    At the deadline HiGHS stops (``options={"time_limit": ...}``, scipy status 1). Then its
+    proven dual bound (``mip_dual_bound``, a lower bound on the objective, which equals
+    ``min (C - W)``), rounded up, is the ``lower`` bound, and its best solution, if any, is the
+    pattern examined (its ``C - W`` recomputed from the pattern, never the objective).
     """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
@@ -408,32 +595,59 @@ def _milp_min(
         lower = np.concatenate([lower[: 1 + n], np.ones(n)])
         upper = upper[keep]
     cost = np.concatenate([np.zeros(k), np.ones(n), -np.ones(n)])
+    options: dict[str, float] = {}
+    if deadline is not None:
+        options["time_limit"] = max(deadline - _clock(), 1e-3)
     result = milp(
         cost,
         constraints=LinearConstraint(np.vstack(rows), lower, upper),
         integrality=np.ones(k + 2 * n),
         bounds=Bounds(0, 1),
+        options=options,
     )
-    if result.status != 0 or result.x is None:
+    timed_out = deadline is not None and result.status == 1
+    if not timed_out and (result.status != 0 or result.x is None):
         raise RuntimeError(f"MILP certificate failed: {result.message}")
-    positives = np.round(result.x[:k]).astype(np.uint8)
+    positives: NDArray[np.uint8] | None = None
+    if result.x is not None:
+        positives = np.round(result.x[:k]).astype(np.uint8)
+        if 2 * int(positives.sum()) <= k:  # not a mu = +1 pattern: never expected
+            positives = None
+    if positives is None:
+        # No solution yet: examine one layer pattern, so that ``upper`` is a real margin.
+        positives = np.zeros(k, dtype=np.uint8)
+        positives[:t] = 1
     # Recompute C - W from the pattern itself rather than trusting the solver's objective.
     value = int(_votes(matrix, positives[None, :], tie_rule).sum())
-    return value, positives
+    if not timed_out:
+        return _MinSearch(value, positives, value, True, "milp")
+    bound = getattr(result, "mip_dual_bound", None)
+    proven: int | None = None
+    if bound is not None and math.isfinite(float(bound)):
+        # min (C - W) is an integer >= bound; the slack absorbs the solver's rounding.
+        proven = min(math.ceil(float(bound) - _BOUND_TOLERANCE), value)
+    return _MinSearch(value, positives, proven, False, "milp")
 
 
-def _exact_min(
-    matrix: NDArray[np.uint8], method: str, tie_rule: str = "abstain"
-) -> tuple[int, NDArray[np.uint8], str]:
+def _search_min(
+    matrix: NDArray[np.uint8], method: str, tie_rule: str, deadline: float | None
+) -> _MinSearch:
+    """Search ``min (C - W)`` with the exact ``method`` (``"auto"`` resolved), to ``deadline``."""
     n, k = matrix.shape
     if method == "auto":
         cost = math.comb(k, _threshold_positives(k)) * n
         method = "enumeration" if k <= 24 or cost <= ENUMERATION_LIMIT else "milp"
     if method == "enumeration":
-        value, positives = _enumerate_min(matrix, tie_rule=tie_rule)
-    else:
-        value, positives = _milp_min(matrix, tie_rule)
-    return value, positives, method
+        best, positives, _, complete = _enumerate_scan(matrix, None, 0, tie_rule, deadline)
+        return _MinSearch(best, positives, best if complete else None, complete, method)
+    return _milp_search(matrix, tie_rule, deadline)
+
+
+def _exact_min(
+    matrix: NDArray[np.uint8], method: str, tie_rule: str = "abstain"
+) -> tuple[int, NDArray[np.uint8], str]:
+    found = _search_min(matrix, method, tie_rule, None)
+    return found.upper, found.positives, found.method
 
 
 # --------------------------------------------------------------------------- public API
@@ -447,6 +661,7 @@ def certify(
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     tie_rule: str = "abstain",
+    time_budget: float | None = None,
 ) -> Certificate:
     """Check whether ``code`` is perfectly ``b``-tolerant (SPEC section 2).
 
@@ -473,18 +688,32 @@ def certify(
         rule the certificate does not trust: the tie counts as a wrong vote). A code certified
         under ``"forced"`` is also certified under ``"abstain"``; the converse fails when some
         even-load worker can tie.
+    time_budget : float or None (default: None)
+        Seconds the check may take; ``None`` for no limit (every pattern is covered, status
+        ``"exact"``). Callers inside a run should pass :data:`DEFAULT_CERTIFY_TIME_BUDGET`.
+        At the budget the search stops and the certificate's ``status`` says what is proven:
+        enumeration reads the clock between chunks (at least one chunk is evaluated), so a
+        breaking pattern already found proves non-tolerance (``"bound"``), else the result is
+        ``"unknown"``; the integer program gets the remaining time as HiGHS's ``time_limit``,
+        and then its dual bound proves tolerance when ``ceil(bound) - 2b >= 1``, its best
+        solution proves non-tolerance when that pattern's margin is ``< 1`` (``"bound"``),
+        else ``"unknown"``. The sampled estimate stops drawing at the budget. The overshoot is
+        one enumeration chunk (about 2^22 pattern x worker elements) or the solver's own
+        reaction time to its limit.
 
     Returns
     -------
     Certificate
-        Verdict, worst margin ``min (C - W - 2b)`` and, when not tolerant, a witness pattern and
-        the ``b`` workers the adversary takes over.
+        Verdict, status, worst margin ``min (C - W - 2b)`` (or the smallest one seen when the
+        status is not ``"exact"``) and, when proven not tolerant, a witness pattern and the
+        ``b`` workers the adversary takes over. An ``"unknown"`` certificate has
+        ``tolerant=False`` but proves nothing either way.
 
     Raises
     ------
     ValueError
-        If ``b`` is not an integer with ``0 <= b < n/2``, ``method`` or ``tie_rule`` is unknown
-        or ``samples < 1``.
+        If ``b`` is not an integer with ``0 <= b < n/2``, ``method`` or ``tie_rule`` is unknown,
+        ``samples < 1``, or ``time_budget`` is neither ``None`` nor a finite number ``> 0``.
     """
     matrix = _as_matrix(code)
     n, k = matrix.shape
@@ -492,22 +721,51 @@ def certify(
     if method not in CERTIFY_METHODS:
         raise ValueError(f"unknown certify method {method!r}; valid: {', '.join(CERTIFY_METHODS)}")
     tie_rule = _check_tie_rule(tie_rule)
+    time_budget = _check_time_budget(time_budget)
+    deadline = _deadline(time_budget)
     loads = matrix.sum(axis=1).astype(np.int64)
     if method == "sampled":
-        return _certify_sampled(matrix, b, samples, seed, tie_rule)
-    value, positives, used = _exact_min(matrix, method, tie_rule)
-    margin = value - 2 * b
-    tolerant = margin >= 1
+        return _certify_sampled(matrix, b, samples, seed, tie_rule, deadline, time_budget)
+    found = _search_min(matrix, method, tie_rule, deadline)
+    margin = found.upper - 2 * b
+    proven = None if found.lower is None else found.lower - 2 * b
+    if found.complete:
+        status, tolerant = "exact", margin >= 1
+    elif margin < 1:
+        status, tolerant = "bound", False
+    elif proven is not None and proven >= 1:
+        status, tolerant = "bound", True
+    else:
+        status, tolerant = "unknown", False
     witness: tuple[int, ...] | None = None
     byzantine: tuple[int, ...] | None = None
-    if not tolerant:
-        witness = _pattern_from_positives(positives)
-        byzantine = _byzantine_for(_votes(matrix, positives[None, :], tie_rule)[0], b, loads)
-    return Certificate(b, tolerant, margin, witness, byzantine, True, used, tie_rule=tie_rule)
+    if margin < 1:
+        witness = _pattern_from_positives(found.positives)
+        votes = _votes(matrix, found.positives[None, :], tie_rule)[0]
+        byzantine = _byzantine_for(votes, b, loads)
+    return Certificate(
+        b,
+        tolerant,
+        margin,
+        witness,
+        byzantine,
+        found.complete,
+        found.method,
+        tie_rule=tie_rule,
+        status=status,
+        proven_margin_lower_bound=proven,
+        time_budget=time_budget,
+    )
 
 
 def _certify_sampled(
-    matrix: NDArray[np.uint8], b: int, samples: int, seed: int, tie_rule: str
+    matrix: NDArray[np.uint8],
+    b: int,
+    samples: int,
+    seed: int,
+    tie_rule: str,
+    deadline: float | None = None,
+    time_budget: float | None = None,
 ) -> Certificate:
     if isinstance(samples, bool) or operator.index(samples) < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
@@ -520,6 +778,8 @@ def _certify_sampled(
     chunk = max(1, _CHUNK_ELEMENTS // max(n, k))
     drawn = 0
     while drawn < samples:
+        if drawn and deadline is not None and _clock() >= deadline:
+            break
         size = min(chunk, samples - drawn)
         # A uniformly random t-subset per row: the t smallest of k i.i.d. uniforms.
         ranks = np.argsort(rng.random((size, k)), axis=1)[:, :t]
@@ -547,12 +807,77 @@ def _certify_sampled(
         False,
         "sampled",
         SAMPLED_CONFIDENCE,
-        samples,
+        drawn,
         tie_rule,
+        status="sampled",
+        time_budget=time_budget,
     )
 
 
-def max_tolerance(code: AllocationCode, *, method: str = "auto", tie_rule: str = "abstain") -> int:
+def tolerance_bounds(
+    code: AllocationCode,
+    *,
+    method: str = "auto",
+    tie_rule: str = "abstain",
+    time_budget: float | None = None,
+) -> ToleranceBounds:
+    """Bound the largest ``b`` for which ``code`` is perfectly ``b``-tolerant, within a budget.
+
+    One search for ``min (C - W)`` answers every ``b`` (tolerance is monotone in ``b``). With
+    a ``time_budget`` the search may stop early: the proven lower bound on ``min (C - W)``
+    (the integer program's dual bound) gives ``proven``, the smallest ``C - W`` of a pattern
+    examined gives ``at_most``.
+
+    Parameters
+    ----------
+    code : AllocationCode
+        The allocation code.
+    method : str (default: "auto")
+        ``"auto"``, ``"enumeration"`` or ``"milp"`` (exact methods only). A cut-short
+        enumeration proves no lower bound: prefer ``"milp"`` (what ``"auto"`` picks for
+        large ``k``) when the budget may run out.
+    tie_rule : str (default: "abstain")
+        ``"abstain"`` or ``"forced"`` (a tie counts as a wrong vote); see :func:`certify`.
+    time_budget : float or None (default: None)
+        Seconds the search may take; ``None`` for no limit (status ``"exact"``). See
+        :func:`certify`.
+
+    Returns
+    -------
+    ToleranceBounds
+        ``proven`` (largest ``b`` proven), ``at_most`` (largest ``b`` not disproven) and
+        ``status`` (``"exact"``, ``"bound"`` when ``proven == at_most`` although the budget
+        ran out, ``"unknown"`` otherwise).
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not exact, ``tie_rule`` is unknown or ``time_budget`` is neither
+        ``None`` nor a finite number ``> 0``.
+    """
+    if method not in ("auto", "enumeration", "milp"):
+        raise ValueError(
+            f"max_tolerance needs an exact method (auto, enumeration, milp), got {method!r}"
+        )
+    tie_rule = _check_tie_rule(tie_rule)
+    time_budget = _check_time_budget(time_budget)
+    found = _search_min(_as_matrix(code), method, tie_rule, _deadline(time_budget))
+    at_most = max(0, (found.upper - 1) // 2)
+    proven = 0 if found.lower is None else max(0, (found.lower - 1) // 2)
+    if found.complete:
+        status = "exact"
+    else:
+        status = "bound" if proven == at_most else "unknown"
+    return ToleranceBounds(proven, at_most, status, found.method, time_budget)
+
+
+def max_tolerance(
+    code: AllocationCode,
+    *,
+    method: str = "auto",
+    tie_rule: str = "abstain",
+    time_budget: float | None = None,
+) -> int:
     """Largest ``b`` for which ``code`` is perfectly ``b``-tolerant (0 if none).
 
     Tolerance is monotone in ``b`` (the condition is ``min (C - W) >= 2b + 1``), so one exact
@@ -566,18 +891,24 @@ def max_tolerance(code: AllocationCode, *, method: str = "auto", tie_rule: str =
         ``"auto"``, ``"enumeration"`` or ``"milp"`` (exact methods only).
     tie_rule : str (default: "abstain")
         ``"abstain"`` or ``"forced"`` (a tie counts as a wrong vote); see :func:`certify`.
+    time_budget : float or None (default: None)
+        Seconds the search may take; ``None`` for no limit. When the budget runs out the
+        result is the largest ``b`` *proven* (possibly below the true maximum, 0 when nothing
+        is proven); :func:`tolerance_bounds` says whether it is exact and how far it may be off.
 
     Returns
     -------
     int
-        ``max(0, (min (C - W) - 1) // 2)``, which is always ``< n/2``.
+        ``max(0, (min (C - W) - 1) // 2)``, which is always ``< n/2``; with a budget that ran
+        out, the same formula on the proven lower bound of ``min (C - W)``.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not exact, ``tie_rule`` is unknown or ``time_budget`` is neither
+        ``None`` nor a finite number ``> 0``.
     """
-    if method not in ("auto", "enumeration", "milp"):
-        raise ValueError(
-            f"max_tolerance needs an exact method (auto, enumeration, milp), got {method!r}"
-        )
-    value, _, _ = _exact_min(_as_matrix(code), method, _check_tie_rule(tie_rule))
-    return max(0, (value - 1) // 2)
+    return tolerance_bounds(code, method=method, tie_rule=tie_rule, time_budget=time_budget).proven
 
 
 # --------------------------------------------------------------------------- attack analysis

@@ -18,7 +18,7 @@ import math
 import numbers
 import os
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +56,14 @@ MAX_NOISE_STD = 1e3
 """Largest ``grad-noise-std`` and ``attack-std``."""
 MAX_ATTACK_Z = 1e3
 """Largest ``attack-z``."""
+MIN_ROUND_TIMEOUT = 1.0
+"""Smallest ``round-timeout`` in seconds: below it no node's reply (one local gradient step and
+a round trip) can arrive, so every round would end with every node counted as missing."""
 MAX_ROUND_TIMEOUT = 7 * 24 * 3600.0
 """Largest ``round-timeout`` in seconds (one week)."""
+BERNOULLI_MAX_EMPTY_ROW_PROBABILITY = 0.999
+"""A Bernoulli code's ``(1 - r/k)**k`` (the chance that a row is drawn empty) must not exceed
+this: :func:`fl_election.codes.bernoulli` refuses such a hopeless ``p`` (so ``r >~ 0.001``)."""
 MAX_RUN_NAME_BYTES = 200
 """Longest ``run-name`` (UTF-8 bytes), so ``<run-name>.model.npz`` fits in a 255-byte name."""
 MAX_PATH_BYTES = 4095
@@ -122,8 +128,11 @@ class RunConfig:
     code : str (default: "bernoulli")
         Allocation code: ``uncoded``, ``bernoulli``, ``deterministic`` or ``repetition``.
     redundancy : float (default: 3.0)
-        Target mean load ``r`` of a Bernoulli code. Finite, in ``(0, 1024]``, and ``<= k``
-        for an election with a Bernoulli code (``p = r / k`` is a probability).
+        Target mean load ``r`` of a Bernoulli code. Finite, in ``(0, 1024]``, and, for an
+        election with a Bernoulli code, ``<= k`` (``p = r / k`` is a probability) and large
+        enough that a row is non-empty with probability ``1 - (1 - p)**k >= 0.001``
+        (:func:`fl_election.codes.bernoulli` redraws empty rows and refuses hopeless ``p``):
+        about ``r >= 0.001`` whatever ``k`` (exactly ``r >= k (1 - 0.999**(1/k))``).
     code_seed : int (default: 0)
         Seed of a random code. In ``[0, 2**32 - 1]``.
     code_tolerance : int (default: 0)
@@ -171,8 +180,8 @@ class RunConfig:
         budget ``b`` the code is certified for).
     byzantine_ids : str (default: "")
         Comma-separated worker indices for ``explicit`` selection; must parse as integers
-        whatever the selection, and be ``byzantine_count`` distinct indices in ``[0, n)``
-        for ``explicit``.
+        whatever the selection, be ``byzantine_count`` distinct indices in ``[0, n)`` for
+        ``explicit``, and be empty for any other selection (which would ignore them).
     attack_direction : int (default: 1)
         +1 or -1, for the ``directional`` attack (checked whatever the attack).
     attack_z : float (default: 1.0)
@@ -197,26 +206,44 @@ class RunConfig:
         ``[0, 10**6]``.
     round_timeout : float (default: 600.0)
         Seconds to wait for the replies of one round; a node that misses it is counted as
-        missing and the vote goes on without it. Finite, in ``(0, 604800]`` (one week).
+        missing and the vote goes on without it. Finite, in ``[1, 604800]`` (one second,
+        :data:`MIN_ROUND_TIMEOUT`, to one week).
     output_dir : str (default: "outputs")
         Where the JSON result and the plot go (relative paths resolve against the
         ``FL_ELECTION_OUTPUT_ROOT`` environment variable, else the working directory). No
         NUL or control characters, at most 4095 bytes and 255 bytes per folder name. An
         absolute path (after ``~`` expansion) must be creatable now: its nearest existing
         ancestor (or itself) must be a writable directory; nothing is created. A relative
-        path is resolved only when the run saves, so only its text is checked.
+        path is resolved only when the run saves, so only its text is checked, and it may
+        not hold a ``..`` folder (it must stay under the output root; an absolute path is
+        the way to write elsewhere).
     run_name : str (default: "")
         File stem of the outputs; empty derives one from the config. A plain file name: no
         ``/`` or ``\``, no NUL or control characters, not ``.`` or ``..``, at most 200
         UTF-8 bytes.
     num_threads : int (default: 1)
         Torch CPU threads per ClientApp. In ``[1, 1024]``.
-    min_valid_votes : int (default: 0)
-        Accepted votes a round needs to be applied (:mod:`fl_election.quorum`); 0 means
-        ``2b + 1``. In ``[0, num-workers]``.
+    crash_budget : int (default: 0)
+        ``c``: honest workers that may crash or time out on top of the ``b`` Byzantine
+        ones. A round is applied when at most ``f = b + c`` of the rows asked gave no
+        accepted vote; the code is certified once against ``f`` (:mod:`fl_election.quorum`).
+        ``b + c < n/2``.
+    fault_rule : str (default: "budget")
+        ``budget`` (apply a round with at most ``f`` rows missing or rejected) or
+        ``conservative`` (at most ``f - b``: every missing row assumed an honest node on
+        top of ``b`` voting Byzantines).
+    certify_time_budget : float (default: 10.0)
+        Seconds the certification of the code for ``f`` may take before round 1; at the
+        budget the run reports a proven bound or ``unknown`` and goes on. In ``(0, 3600]``.
+    max_resyncs : int (default: 2)
+        Full models one node may be sent again within ``resync-window`` rounds
+        (``downlink = "vote"``); beyond it the node's row is a faulty reply and the model
+        is not resent. In ``[0, 10**6]``.
+    resync_window : int (default: 20)
+        Rounds over which ``max-resyncs`` counts. In ``[1, 10**6]``.
     max_rounds_below_quorum : int (default: 3)
-        Rounds in a row below quorum after which the run stops with an error naming the
-        missing nodes. In ``[1, 10**6]``.
+        Rounds in a row over the fault budget (not applied) after which the run stops with
+        an error naming the missing and rejected nodes. In ``[1, 10**6]``.
     reassign_after : int (default: 2)
         A code row whose node gave no accepted vote for this many rounds in a row (or left)
         moves to a connected node without a row; 0 never moves rows. In
@@ -284,7 +311,11 @@ class RunConfig:
     output_dir: str = "outputs"
     run_name: str = ""
     num_threads: int = 1
-    min_valid_votes: int = 0
+    crash_budget: int = 0
+    fault_rule: str = "budget"
+    certify_time_budget: float = 10.0
+    max_resyncs: int = 2
+    resync_window: int = 20
     max_rounds_below_quorum: int = 3
     reassign_after: int = 2
     checkpoint_every: int = 10
@@ -311,8 +342,11 @@ class RunConfig:
         Parameters
         ----------
         run_config : Mapping[str, bool | int | float | str]
-            Kebab-case keys; missing keys take their defaults, unknown keys are an error
-            (a typo must not silently fall back to a default).
+            Kebab-case keys, one spelling per key: the snake_case spelling
+            (``byzantine_count``) is an error that names the kebab-case key to use, so that
+            two spellings of one knob cannot both be given and silently overwrite each other.
+            Missing keys take their defaults, unknown keys are an error (a typo must not
+            silently fall back to a default).
 
         Returns
         -------
@@ -322,17 +356,28 @@ class RunConfig:
         Raises
         ------
         ValueError
-            On an unknown key, a value of the wrong type, or an impossible setting.
+            On an unknown or snake_case key, a value of the wrong type, or an impossible
+            setting.
         """
-        known = {f.name: f for f in fields(cls)}
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
         values: dict[str, Any] = {}
         unknown = []
+        misspelt: dict[str, str] = {}
         for key, value in run_config.items():
-            name = key.replace("-", "_")
-            if name not in known:
-                unknown.append(key)
+            if key not in known:
+                kebab = str(key).replace("_", "-")
+                if kebab in known:
+                    misspelt[key] = kebab
+                else:
+                    unknown.append(key)
                 continue
-            values[name] = _coerce(key, value, known[name].type)
+            values[known[key].name] = _coerce(key, value, known[key].type)
+        if misspelt:
+            advice = ", ".join(f"{key!r} -> {kebab!r}" for key, kebab in misspelt.items())
+            raise ValueError(
+                f"run-config key(s) {list(misspelt)} are snake_case; run-config keys are "
+                f"kebab-case, one spelling per key: write {advice}"
+            )
         if unknown:
             raise ValueError(
                 f"unknown run-config key(s) {sorted(unknown)}; valid keys are {list(cls.keys())}"
@@ -508,6 +553,13 @@ class RunConfig:
                 f"redundancy r = {self.redundancy:g} must be <= k = {self.k} for a Bernoulli "
                 "code (each entry is drawn with probability p = r / k)",
             )
+            need(
+                not _bernoulli_rows_hopeless(self.redundancy, self.k),
+                f"redundancy r = {self.redundancy:g} is too small for a Bernoulli code with "
+                f"k = {self.k}: a row would be non-empty with probability below "
+                f"{1 - BERNOULLI_MAX_EMPTY_ROW_PROBABILITY:g}; use r >= "
+                f"{_min_bernoulli_redundancy(self.k):g}",
+            )
         int_in("code-seed", self.code_seed, 0, MAX_SEED)
         int_in("code-tolerance", self.code_tolerance, 0, MAX_WORKERS)
         int_in("repetition-group", self.repetition_group, 1, MAX_WORKERS)
@@ -564,6 +616,12 @@ class RunConfig:
             ids = self.explicit_byzantine_ids
         except ValueError as err:
             raise ValueError(f"invalid run config: {err}") from None
+        need(
+            not ids or self.byzantine_selection == "explicit",
+            f"byzantine-ids {self.byzantine_ids!r} is given but byzantine-selection is "
+            f"{self.byzantine_selection!r}: byzantine-ids requires byzantine-selection = "
+            "'explicit' (any other selection would ignore them)",
+        )
         if self.byzantine_selection == "explicit":
             need(
                 len(ids) == self.byzantine_count,
@@ -605,9 +663,19 @@ class RunConfig:
         real_in("grad-noise-std", self.grad_noise_std, 0, MAX_NOISE_STD)
         int_in("eval-every", self.eval_every, 1, MAX_ROUNDS)
         int_in("client-eval-every", self.client_eval_every, 0, MAX_ROUNDS)
-        real_in("round-timeout", self.round_timeout, 0, MAX_ROUND_TIMEOUT, open_low=True)
+        real_in("round-timeout", self.round_timeout, MIN_ROUND_TIMEOUT, MAX_ROUND_TIMEOUT)
         int_in("num-threads", self.num_threads, 1, MAX_THREADS)
-        int_in("min-valid-votes", self.min_valid_votes, 0, n)
+        int_in("crash-budget", self.crash_budget, 0, MAX_WORKERS)
+        need(
+            self.byzantine_count + self.crash_budget < n / 2,
+            f"byzantine-count + crash-budget = {self.byzantine_count} + {self.crash_budget} "
+            f"must be < n/2 = {n / 2:g} (the fault budget f = b + c; no majority survives "
+            "half of the rows failing)",
+        )
+        one_of("fault-rule", self.fault_rule, ("budget", "conservative"))
+        real_in("certify-time-budget", self.certify_time_budget, 0, 3600.0, open_low=True)
+        int_in("max-resyncs", self.max_resyncs, 0, MAX_ROUNDS)
+        int_in("resync-window", self.resync_window, 1, MAX_ROUNDS)
         int_in("max-rounds-below-quorum", self.max_rounds_below_quorum, 1, MAX_ROUNDS)
         int_in("reassign-after", self.reassign_after, 0, self.max_rounds_below_quorum - 1)
         int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
@@ -624,6 +692,28 @@ class RunConfig:
         if self.code == "deterministic":
             b = self.code_params["b"]
             need(b < n / 2, f"code-tolerance b = {b} must be < n/2 = {n / 2:g}")
+
+
+def _bernoulli_rows_hopeless(redundancy: float, k: int) -> bool:
+    """Whether :func:`fl_election.codes.bernoulli` refuses ``p = redundancy / k``.
+
+    The same expression as the factory's, so that the two agree to the last bit.
+    """
+    prob = float(redundancy) / k
+    return bool((1.0 - prob) ** k > BERNOULLI_MAX_EMPTY_ROW_PROBABILITY)
+
+
+def _min_bernoulli_redundancy(k: int) -> float:
+    """Return a small ``r`` that :func:`fl_election.codes.bernoulli` accepts for ``k``.
+
+    ``k (1 - 0.999**(1/k))`` rounded up to 7 decimals (and nudged up until accepted), so
+    that the number a message advises is itself a valid setting.
+    """
+    exact = k * (1.0 - float(BERNOULLI_MAX_EMPTY_ROW_PROBABILITY ** (1.0 / k)))
+    low = math.ceil(exact * 1e7) / 1e7
+    while _bernoulli_rows_hopeless(low, k):
+        low += 1e-7
+    return low
 
 
 def _is_finite(value: float) -> bool:
@@ -668,7 +758,8 @@ def _output_dir_problem(text: str) -> str | None:
     """Describe why the run could not create ``output-dir`` and write into it, or None.
 
     Relative paths resolve only when the run saves (``FL_ELECTION_OUTPUT_ROOT`` or the
-    working directory of that moment), so only their text is checked. For an absolute path
+    working directory of that moment), so only their text is checked, and they may not hold
+    a ``..`` folder, which would escape that root. For an absolute path
     the nearest existing ancestor (or the path itself) must be a writable, searchable
     directory; nothing is created.
     """
@@ -679,6 +770,12 @@ def _output_dir_problem(text: str) -> str | None:
         return f"must not hold a folder name longer than {MAX_PATH_COMPONENT_BYTES} bytes"
     path = os.path.expanduser(text)
     if not os.path.isabs(path):
+        if ".." in path.replace(os.sep, "/").split("/"):
+            return (
+                "must not hold a '..' folder when relative (it would leave the output root, "
+                "FL_ELECTION_OUTPUT_ROOT or the working directory); give an absolute path to "
+                "write elsewhere"
+            )
         return None
     probe = path.rstrip(os.sep) or os.sep
     while not os.path.lexists(probe):
@@ -705,6 +802,49 @@ def _run_name_problem(name: str) -> str | None:
     if name in (".", ".."):
         return "must not be '.' or '..'"
     return None
+
+
+def parse_run_config_overrides(arguments: Iterable[str]) -> dict[str, Any]:
+    """Parse command-line run-config overrides into a flat mapping.
+
+    Each argument is ``key=value`` in TOML syntax (``code='uncoded'``,
+    ``num-server-rounds=20``, ``resume=true``). A key given twice is refused, naming it: a
+    mapping keeps only one of the two values, and which one wins must not be a surprise.
+    The keys themselves are checked by :meth:`RunConfig.from_run_config`.
+
+    Parameters
+    ----------
+    arguments : iterable of str
+        The overrides, one ``key=value`` per argument.
+
+    Returns
+    -------
+    dict[str, Any]
+        The overrides, in the order given.
+
+    Raises
+    ------
+    ValueError
+        On an argument that is not TOML ``key=value``, or on a key given twice.
+    """
+    import tomllib
+
+    values: dict[str, Any] = {}
+    for argument in arguments:
+        try:
+            parsed = tomllib.loads(argument)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(
+                f"run-config override {argument!r} is not a TOML key=value pair: {err}"
+            ) from None
+        for key, value in parsed.items():
+            if key in values:
+                raise ValueError(
+                    f"run-config key {key!r} is given twice ({values[key]!r}, then {value!r}); "
+                    "give each key once"
+                )
+            values[key] = value
+    return values
 
 
 def _coerce(key: str, value: ConfigValue, annotation: Any) -> ConfigValue:

@@ -1,38 +1,54 @@
-"""When a round's votes may be applied: the quorum rule, failing closed.
+"""When a round's vote may be applied: the fault-budget rule, failing closed.
 
-A round's vote is applied only when the workers whose votes were accepted can still
-outvote the ``b`` Byzantine workers the run is built to withstand. The server cannot tell
-an honest node that crashed from a Byzantine one that stayed silent, so it assumes the
-worst: all ``b`` Byzantines are among the accepted votes. Two conditions, both required:
+A run is built to withstand a *fault budget* ``f = b + c``: at most ``b`` Byzantine rows
+(nodes that send anything, or nothing) and at most ``c`` honest rows that crash, time out or
+fall out of step (``crash-budget``, default 0). Every row the server expected a vote from
+and got none that it accepts (missing, rejected, or withheld for abusing the downlink) is a
+*visible fault*. The rule:
 
-1. **Votes.** At least ``min_votes`` accepted votes, by default ``2b + 1`` (then at least
-   ``b + 1`` of them are honest, a majority of the voters). With ``b = 0`` one vote suffices.
-2. **Certificate.** When the full code is certified perfectly ``b``-tolerant
-   (:func:`fl_election.codes.certify`), the rows that answered must still be: the code
-   restricted to them is certified again, exactly, and the verdict is cached per answering
-   set. A code that is not certified for ``b`` with every row (a random Bernoulli code at
-   large ``b``) promises no more with fewer rows, and only condition 1 applies.
+* **Safety.** When the full code ``G`` is certified perfectly ``f``-tolerant
+  (:func:`fl_election.codes.certify`), every round with at most ``f`` visible faults elects
+  the true majority sign on every coordinate. A missing vote is 0, the midpoint of ``+1``
+  and ``-1``; the vote margin ``C - W`` is affine in each row's vote, so the margin with a
+  row abstaining is the mean of the two margins with that row voting ``+1`` and ``-1``.
+  The certificate bounds both from below by ``2f + 1 > 0`` for *any* choice of at most
+  ``f`` rows, so the mean is positive too. Missing rows therefore never need a
+  re-certification: the full code's certificate covers every round within the budget,
+  however the faults split between silence and wrong votes.
+* **Over budget.** More than ``f`` visible faults prove that the budget's assumption has
+  failed. The round is not applied: the model stays unchanged, the round is audited, and
+  after ``max-rounds-below-quorum`` such rounds in a row the run stops naming the nodes.
+* **Liveness.** ``b`` silent Byzantines are ``b <= f`` visible faults: the ``n - b`` honest
+  rows always make the round, so silence cannot stop a run.
+* **Codes not certified for ``f``** (a random Bernoulli code at large ``b``, the uncoded
+  baseline): the same count rule applies, and the run keeps reporting that a vote may be
+  wrong (:attr:`FaultBudgetRule.certified` is ``"not-certified"`` or ``"unknown"``).
 
-Below quorum the model stays unchanged and the decision is recorded; the strategy stops
-the run after a configurable number of such rounds in a row.
+The vote-count quorum ``2b + 1`` of earlier versions is not used: it adds no safety that
+the certificate does not already give (the certificate, not the head count, is what makes
+the elected sign right), and with ``n < 3b + 1`` it let ``b`` silent Byzantines halt the
+run. The conservative variant (``fault-rule = "conservative"``) assumes that every visible
+fault is an honest node *on top of* ``b`` Byzantines that still vote: it applies a round
+only when ``b + visible <= f``, which is safe with no assumption on crashes, and live under
+``b`` silent Byzantines only when the code is certified for ``f >= 2b``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 
-import numpy as np
+from fl_election.certificate import DEFAULT_CERTIFY_TIME_BUDGET, Certificate, certify
+from fl_election.codes import AllocationCode
 
-from fl_election.codes import AllocationCode, certify
+__all__ = [
+    "FAULT_RULES",
+    "FaultBudgetRule",
+    "QuorumDecision",
+]
 
-__all__ = ["QuorumDecision", "QuorumRule", "default_min_votes"]
-
-
-def default_min_votes(b: int) -> int:
-    """Return ``2b + 1``: the fewest accepted votes that outvote ``b`` Byzantines."""
-    return 2 * b + 1
+#: ``"budget"``: apply when visible faults <= f; ``"conservative"``: when b + visible <= f.
+FAULT_RULES: tuple[str, ...] = ("budget", "conservative")
 
 
 @dataclass(frozen=True)
@@ -44,76 +60,102 @@ class QuorumDecision:
     applied : bool
         Whether the round's vote may be applied.
     reason : str
-        ``"quorum"`` when applied, else why not: ``"too-few-votes"`` or
-        ``"not-certified"`` (the answering rows are no longer b-tolerant).
+        ``"quorum"`` when applied, else why not: ``"over-fault-budget"`` (more visible
+        faults than the rule allows) or ``"no-votes"``.
     votes : int
         Accepted votes.
-    needed : int
-        Votes the rule asks for.
+    faults : int
+        Visible faults: expected rows without an accepted vote.
+    allowed : int
+        Visible faults the rule allows.
     """
 
     applied: bool
     reason: str
     votes: int
-    needed: int
+    faults: int
+    allowed: int
 
 
-@lru_cache(maxsize=1024)
-def _certified(
-    matrix_bytes: bytes, shape: tuple[int, int], rows: tuple[int, ...], b: int, ties: str
-) -> bool:
-    matrix = np.frombuffer(matrix_bytes, dtype=np.uint8).reshape(shape)
-    sub = matrix[list(rows)]
-    if len(rows) <= 2 * b or not sub.any():
-        return False
-    return certify(AllocationCode(sub), b, tie_rule=ties).tolerant
-
-
-class QuorumRule:
-    """The quorum rule of a run.
+class FaultBudgetRule:
+    """The fault-budget rule of a run (module docstring).
 
     Parameters
     ----------
     code : AllocationCode
-        The run's code (the identity for the float baseline).
-    b : int
-        The Byzantine budget.
-    min_votes : int | None (default: None)
-        Accepted votes needed; ``None`` means ``2b + 1``. Must be at least 1 and at most n.
+        The run's code (the identity for the float baselines).
+    byzantine_budget : int
+        ``b``, Byzantine rows the run withstands.
+    crash_budget : int (default: 0)
+        ``c``, honest rows that may fail on top of them; ``f = b + c`` must be ``< n/2``.
     tie_rule : str (default: "forced")
         The certificate's model of ties (:data:`fl_election.certificate.TIE_RULES`):
         ``"forced"`` for the 1-bit uplink, ``"abstain"`` when ties abstain.
+    fault_rule : str (default: "budget")
+        ``"budget"`` or ``"conservative"`` (:data:`FAULT_RULES`).
+    time_budget : float | None (default: DEFAULT_CERTIFY_TIME_BUDGET)
+        Seconds the one certification of the full code for ``f`` may take; at the budget
+        the verdict is a proven bound or ``"unknown"``. ``None``: no limit.
     """
 
     def __init__(
         self,
         code: AllocationCode,
-        b: int,
-        min_votes: int | None = None,
+        byzantine_budget: int,
+        crash_budget: int = 0,
+        *,
         tie_rule: str = "forced",
+        fault_rule: str = "budget",
+        time_budget: float | None = DEFAULT_CERTIFY_TIME_BUDGET,
     ) -> None:
-        needed = default_min_votes(b) if min_votes is None else int(min_votes)
-        if not 1 <= needed <= code.n:
-            raise ValueError(f"min_votes must be in [1, n = {code.n}], got {needed}")
+        b, c = int(byzantine_budget), int(crash_budget)
+        if b < 0 or c < 0:
+            raise ValueError(f"byzantine and crash budgets must be >= 0, got b = {b}, c = {c}")
+        if not b + c < code.n / 2:
+            raise ValueError(
+                f"fault budget f = b + c = {b} + {c} must be < n/2 = {code.n / 2:g}: no "
+                "majority survives half of the rows failing"
+            )
+        if fault_rule not in FAULT_RULES:
+            raise ValueError(f"fault_rule must be one of {FAULT_RULES}, got {fault_rule!r}")
         self.code = code
-        self.b = b
-        self.min_votes = needed
+        self.byzantine_budget = b
+        self.crash_budget = c
+        self.fault_budget = b + c
+        self.fault_rule = fault_rule
         self.tie_rule = tie_rule
-        self._key = (code.matrix.tobytes(), (code.n, code.k))
-        self.full_code_certified = b > 0 and _certified(
-            *self._key, tuple(range(code.n)), b, tie_rule
+        #: Visible faults a round may have and still be applied.
+        self.allowed_faults = self.fault_budget - (b if fault_rule == "conservative" else 0)
+        #: The one certificate of the run: the full code against ``f`` rows.
+        self.certificate: Certificate = certify(
+            code, self.fault_budget, tie_rule=tie_rule, time_budget=time_budget
         )
 
-    def decide(self, answering_rows: Iterable[int]) -> QuorumDecision:
-        """Return the decision for a round whose accepted votes came from these rows."""
-        rows = tuple(sorted(set(int(r) for r in answering_rows)))
-        votes = len(rows)
-        if votes < self.min_votes:
-            return QuorumDecision(False, "too-few-votes", votes, self.min_votes)
-        if (
-            self.full_code_certified
-            and votes < self.code.n
-            and not _certified(*self._key, rows, self.b, self.tie_rule)
-        ):
-            return QuorumDecision(False, "not-certified", votes, self.min_votes)
-        return QuorumDecision(True, "quorum", votes, self.min_votes)
+    @property
+    def certified(self) -> str:
+        """``"certified"``, ``"not-certified"`` or ``"unknown"`` (the budget ran out)."""
+        if self.certificate.status == "unknown":
+            return "unknown"
+        if self.certificate.tolerant and self.certificate.status in ("exact", "bound"):
+            return "certified"
+        return "not-certified"
+
+    def decide(self, expected_rows: Iterable[int], accepted_rows: Iterable[int]) -> QuorumDecision:
+        """Return the decision for a round.
+
+        Parameters
+        ----------
+        expected_rows : Iterable[int]
+            Rows the server expected a vote from (rows holding at least one partition).
+        accepted_rows : Iterable[int]
+            Rows whose votes were accepted.
+        """
+        expected = {int(r) for r in expected_rows}
+        accepted = {int(r) for r in accepted_rows} & expected
+        faults = len(expected - accepted)
+        votes = len(accepted)
+        if votes == 0:
+            return QuorumDecision(False, "no-votes", votes, faults, self.allowed_faults)
+        if faults > self.allowed_faults:
+            return QuorumDecision(False, "over-fault-budget", votes, faults, self.allowed_faults)
+        return QuorumDecision(True, "quorum", votes, faults, self.allowed_faults)

@@ -22,9 +22,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fl_election.codes import max_tolerance
 from fl_election.config import FLOWER_AGGREGATIONS, RunConfig
-from fl_election.contract import CERTIFICATE_TIE_RULE, vote_keys
+from fl_election.contract import vote_keys
 from fl_election.data import load_dataset
 from fl_election.models import create_model
 from fl_election.strategies import (
@@ -63,7 +62,11 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "byzantine_budget": cfg.byzantine_count,
-        "min_valid_votes": cfg.min_valid_votes or None,
+        "crash_budget": cfg.crash_budget,
+        "fault_rule": cfg.fault_rule,
+        "certify_time_budget": cfg.certify_time_budget,
+        "max_resyncs": cfg.max_resyncs,
+        "resync_window": cfg.resync_window,
         "max_rounds_below_quorum": cfg.max_rounds_below_quorum,
         "reassign_after": cfg.reassign_after,
         "tie_rule": cfg.tie_rule,
@@ -201,12 +204,14 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             "redundancy": code.redundancy,
             "max_load": code.max_load,
             "loads": [int(x) for x in code.loads],
-            "certified_tolerance": (
-                max_tolerance(code, tie_rule=CERTIFICATE_TIE_RULE[cfg.tie_rule])
-                if cfg.aggregation == "election"
-                else None
-            ),
-            "certificate_ties": CERTIFICATE_TIE_RULE[cfg.tie_rule],
+            # The run's one certificate: the code against the fault budget f = b + c.
+            "certificate": {
+                "fault_budget": strategy.quorum.fault_budget,
+                "verdict": strategy.quorum.certified,
+                "status": strategy.quorum.certificate.status,
+                "worst_margin": strategy.quorum.certificate.worst_margin,
+                "ties": strategy.quorum.certificate.tie_rule,
+            },
         },
         "byzantine_workers": (
             "node-config" if cfg.byzantine_selection == "node-config" else list(byzantine)

@@ -19,7 +19,7 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fl_election.config import ConfigValue, RunConfig
+from fl_election.config import ConfigValue, RunConfig, parse_run_config_overrides
 
 from .flower_seam import (
     SERVER_NODE_ID,
@@ -200,16 +200,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one experiment in process: ``python -m fl_election.simulations.inprocess k=v ...``.
 
     Each argument is one run-config override in TOML syntax (``code='uncoded'``,
-    ``num-server-rounds=20``, ``resume=true``); the rest are the defaults.
+    ``num-server-rounds=20``, ``resume=true``); the rest are the defaults. A key given twice,
+    an unknown or snake_case key, or an invalid setting is a usage error (exit status 2)
+    that names the key, before anything runs.
     """
     import argparse
-    import tomllib
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("overrides", nargs="*", help="run-config overrides, key=value (TOML)")
     args = parser.parse_args(argv)
-    values = tomllib.loads("\n".join(args.overrides))
-    run_inprocess(RunConfig.from_run_config(values))
+    try:
+        cfg = RunConfig.from_run_config(parse_run_config_overrides(args.overrides))
+    except ValueError as err:
+        parser.error(str(err))
+    run_inprocess(cfg)
     return 0
 
 

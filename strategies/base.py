@@ -36,6 +36,7 @@ from flwr.supercore import log
 from fl_election import contract
 from fl_election.aggregation import coordinate_median
 from fl_election.audit import Rejection, RoundAudit, sanitize
+from fl_election.certificate import DEFAULT_CERTIFY_TIME_BUDGET
 from fl_election.codes import AllocationCode
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.optim import (
@@ -45,7 +46,7 @@ from fl_election.optim import (
     step_lr,
     unflatten_arrays,
 )
-from fl_election.quorum import QuorumDecision, QuorumRule
+from fl_election.quorum import FaultBudgetRule, QuorumDecision
 from fl_election.wire import encode_vote
 
 __all__ = ["DirectionStrategy", "ParsedReply", "QuorumError", "RejectedReply"]
@@ -116,16 +117,32 @@ class DirectionStrategy(FedAvg):
     buffer_keys : Sequence[str] | None (default: None)
         Float arrays nodes report after their forward passes, aggregated by coordinate-wise
         median; ``None`` takes the batch-norm running statistics not voted on.
-    min_valid_votes : int | None (default: None)
-        Accepted votes a round needs to be applied (:mod:`fl_election.quorum`); ``None``
-        means ``2b + 1``.
+    crash_budget : int (default: 0)
+        ``c``: honest rows that may fail (crash, time out) on top of the ``b`` Byzantine
+        ones. A round is applied when at most ``f = b + c`` expected rows gave no accepted
+        vote (:mod:`fl_election.quorum`); ``f < n/2``.
+    fault_rule : str (default: "budget")
+        ``"budget"`` (apply when visible faults <= f) or ``"conservative"`` (when
+        ``b + visible faults <= f``: every missing node assumed honest).
+    certify_time_budget : float | None (default: 10.0)
+        Seconds the one certification of the code for ``f`` may take before round 1; at
+        the budget the run reports a proven bound or ``"unknown"``. ``None``: no limit.
     max_rounds_below_quorum : int (default: 3)
-        Rounds in a row below quorum after which the run stops with an error naming the
-        missing and rejected nodes.
+        Rounds in a row over the fault budget after which the run stops with an error
+        naming the missing and rejected nodes.
     reassign_after : int (default: 2)
         A row whose node gave no accepted reply for this many rounds in a row, or left, moves
         to a connected node that has no row (node churn); 0 never moves rows. Must be
-        below ``max_rounds_below_quorum``, so that a row moves before the run stops.
+        below ``max_rounds_below_quorum``, so that a row moves before the run stops. A node
+        that answers within the round deadline, however late, keeps its row. Every node
+        that may ever hold a row, spares included, counts against ``b``.
+    max_resyncs : int (default: 2)
+        Full models (after its first) one node may be sent within ``resync_window``
+        rounds (``downlink = "vote"``): a node that reports another model's fingerprint,
+        answers ``resync``, or falls out of step more often has its row counted as a
+        faulty reply (``resync-limit``) and is not sent the model until the window clears.
+    resync_window : int (default: 20)
+        Rounds over which ``max_resyncs`` is counted.
     tie_rule : str (default: "gradient")
         How a node votes where its partitions tie: ``"gradient"`` (one bit per coordinate,
         by the sign of its regularised mean gradient) or ``"abstain"`` (a 0 vote, sent in a
@@ -169,9 +186,13 @@ class DirectionStrategy(FedAvg):
         batch_size: int = 240,
         trainable_keys: Sequence[str] | None = None,
         buffer_keys: Sequence[str] | None = None,
-        min_valid_votes: int | None = None,
+        crash_budget: int = 0,
+        fault_rule: str = "budget",
+        certify_time_budget: float | None = DEFAULT_CERTIFY_TIME_BUDGET,
         max_rounds_below_quorum: int = 3,
         reassign_after: int = 2,
+        max_resyncs: int = 2,
+        resync_window: int = 20,
         tie_rule: str = contract.TIE_RULE_GRADIENT,
         downlink: str = contract.DOWNLINK_VOTE,
         worker_momentum: float = 0.0,
@@ -232,12 +253,30 @@ class DirectionStrategy(FedAvg):
         self.trainable_keys = list(trainable_keys) if trainable_keys is not None else None
         self._default_keys = trainable_keys is None
         self.buffer_keys = list(buffer_keys) if buffer_keys is not None else None
-        self.quorum = QuorumRule(
+        if max_resyncs < 0 or resync_window < 1:
+            raise ValueError(
+                f"max_resyncs must be >= 0 and resync_window >= 1, got {max_resyncs} and "
+                f"{resync_window}"
+            )
+        self.quorum = FaultBudgetRule(
             self.allocation(),
             byzantine_budget,
-            min_valid_votes,
-            contract.CERTIFICATE_TIE_RULE[tie_rule],
+            crash_budget,
+            tie_rule=contract.CERTIFICATE_TIE_RULE[tie_rule],
+            fault_rule=fault_rule,
+            time_budget=certify_time_budget,
         )
+        self.max_resyncs = max_resyncs
+        self.resync_window = resync_window
+        #: Rounds in which each node was sent the full model again (not its first time).
+        self._resync_rounds: dict[int, list[int]] = {}
+        #: Nodes sent the full model at least once by this strategy.
+        self._synced: set[int] = set()
+        #: Why each node's copy is out of step after the last round (it needs the model).
+        self._out_of_step: dict[int, str] = {}
+        #: Nodes not sent this round's message: over their resync limit.
+        self._withheld: dict[int, int] = {}
+        self._resynced: list[dict[str, Any]] = []
         self.max_rounds_below_quorum = max_rounds_below_quorum
         self.reassign_after = reassign_after
         self.evaluate_every = evaluate_every
@@ -321,11 +360,22 @@ class DirectionStrategy(FedAvg):
         """Log the quorum and optimizer settings (the last lines of :meth:`summary`)."""
         log(
             INFO,
-            "\t├──> Quorum: %d accepted votes (b = %d)%s; stop after %d rounds below it",
-            self.quorum.min_votes,
-            self.byzantine_budget,
-            ", answering rows re-certified" if self.quorum.full_code_certified else "",
+            "\t├──> Fault budget: f = b + c = %d + %d (%s rule: a round applies with at most "
+            "%d rows missing or rejected); code %s for f (%s); stop after %d rounds over it",
+            self.quorum.byzantine_budget,
+            self.quorum.crash_budget,
+            self.quorum.fault_rule,
+            self.quorum.allowed_faults,
+            self.quorum.certified,
+            self.quorum.certificate.status,
             self.max_rounds_below_quorum,
+        )
+        log(
+            INFO,
+            "\t├──> Downlink: %s; at most %d full-model resyncs per node in %d rounds",
+            self.downlink,
+            self.max_resyncs,
+            self.resync_window,
         )
         log(
             INFO,
@@ -497,18 +547,33 @@ class DirectionStrategy(FedAvg):
             if self.optimizer.buf is not None:
                 momentum = ArrayRecord({contract.MOMENTUM_BUFFER: Array(self.optimizer.buf)})
         messages = []
+        self._withheld = {}
+        self._resynced = []
         for node_id, worker in self.node_to_worker.items():
             if not self.partitions_of(worker):  # an empty row has nothing to vote on
                 continue
             if node_id not in connected:  # gone; counted as missing, its row waits for churn
                 continue
+            needs_model = update is None or self._holds.get(node_id) != run_round - 1
+            if needs_model and self.downlink == contract.DOWNLINK_VOTE:
+                if node_id in self._synced:
+                    cause = self._out_of_step.get(node_id, "missing")
+                    if not self._allow_resync(node_id, run_round):
+                        # Over its limit: the node's row is a faulty reply this round and
+                        # the model is not sent again (a node must not buy a full model
+                        # every round with a wrong fingerprint or a resync answer).
+                        self._withheld[node_id] = worker
+                        continue
+                    self._resynced.append({"node": node_id, "row": worker, "cause": cause})
+                self._synced.add(node_id)
             node_config = ConfigRecord(dict(config))
             node_config.update(self.instruction(run_round, worker).to_config())
             record = RecordDict({contract.CONFIG: node_config})
             if self.downlink == contract.DOWNLINK_VOTE:
                 node_config[contract.MODEL_FINGERPRINT] = self._fingerprint
                 node_config[contract.MOMENTUM_COEFFICIENT] = self.optimizer.momentum
-            if update is not None and self._holds.get(node_id) == run_round - 1:
+            if not needs_model:
+                assert update is not None
                 record[contract.UPDATE] = update
                 node_config[contract.UPDATE_LR] = self._last_lr
                 node_config[contract.UPDATE_APPLIED] = int(self._last_direction is not None)
@@ -523,10 +588,21 @@ class DirectionStrategy(FedAvg):
         self._sent_to = {
             node: worker
             for node, worker in self.node_to_worker.items()
-            if self.partitions_of(worker)
+            if self.partitions_of(worker) and node not in self._withheld
         }
         log(INFO, "configure_train: sent %d train messages", len(messages))
         return messages
+
+    def _allow_resync(self, node: int, run_round: int) -> bool:
+        """Count one more full model for ``node``; False when it is over its limit."""
+        recent = [
+            r for r in self._resync_rounds.get(node, []) if r > run_round - self.resync_window
+        ]
+        if len(recent) >= self.max_resyncs:
+            self._resync_rounds[node] = recent
+            return False
+        self._resync_rounds[node] = [*recent, run_round]
+        return True
 
     def _update_record(self, arrays: ArrayRecord) -> ArrayRecord | None:
         """Return last round's update (direction planes and buffers), or None in round 1."""
@@ -716,11 +792,23 @@ class DirectionStrategy(FedAvg):
             for v in votes
             if v.metrics.get(contract.METRIC_MODEL_FINGERPRINT) == self._fingerprint
         }
-        for node in self._sent_to:
+        rejected += [
+            Rejection(
+                node,
+                row,
+                "resync-limit",
+                f"node {node} needed the full model more than {self.max_resyncs} times in "
+                f"{self.resync_window} rounds; not sent this round",
+            )
+            for node, row in sorted(self._withheld.items())
+        ]
+        self._record_out_of_step(voters, rejected, answered)
+        expected = {**self._sent_to, **self._withheld}
+        for node in expected:
             self._rounds_without_vote[node] = (
                 0 if node in voters else self._rounds_without_vote.get(node, 0) + 1
             )
-        decision = self.quorum.decide(self._sent_to[v.node_id] for v in votes)
+        decision = self.quorum.decide(expected.values(), (self._sent_to[n] for n in voters))
         audit = RoundAudit(
             round=run_round,
             voters=sorted(self._sent_to[v.node_id] for v in votes),
@@ -735,6 +823,7 @@ class DirectionStrategy(FedAvg):
             decision=decision.reason,
             applied=decision.applied,
             reassigned=list(self._reassigned),
+            resynced=list(self._resynced),
         )
         self.audit.append(audit)
         lr = self.current_lr(run_round)
@@ -769,12 +858,21 @@ class DirectionStrategy(FedAvg):
             audit.decision, audit.applied = decision.reason, False
             metrics["applied"] = 0
             return self._below(run_round, decision, audit, metrics)
+        weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])
+        saved_buf = self.optimizer.buf
+        with np.errstate(over="ignore", invalid="ignore"):
+            updated = self.optimizer.step(weights, direction, lr)
+        if not np.all(np.isfinite(updated)):
+            # A float aggregate of huge but finite gradients can still overflow: the step
+            # is refused, the momentum restored, and the round audited like any other.
+            self.optimizer.buf = saved_buf
+            decision = dataclasses.replace(decision, applied=False, reason="non-finite")
+            audit.decision, audit.applied = decision.reason, False
+            metrics["applied"] = 0
+            return self._below(run_round, decision, audit, metrics)
         self._below_quorum = 0
         self.rounds_applied += 1
         self._last_direction = direction
-
-        weights = flatten_arrays([self._arrays[key].numpy() for key in self.trainable_keys])
-        updated = self.optimizer.step(weights, direction, lr)
         new_trainable = dict(
             zip(self.trainable_keys, unflatten_arrays(updated, self._trainable_shapes), strict=True)
         )
@@ -792,6 +890,23 @@ class DirectionStrategy(FedAvg):
                 new_arrays[key] = array
         return new_arrays, MetricRecord(metrics)
 
+    def _record_out_of_step(
+        self, voters: set[int], rejected: list[Rejection], answered: set[int]
+    ) -> None:
+        """Note why each expected node will need the full model next round (the audit's cause)."""
+        codes = {r.node: r.code for r in rejected}
+        self._out_of_step = {}
+        for node in [*self._sent_to, *self._withheld]:
+            if node in self._holds:
+                continue
+            if node in voters:
+                cause = "fingerprint-mismatch"
+            elif node in codes:
+                cause = codes[node]
+            else:
+                cause = "missing" if node not in answered else "rejected"
+            self._out_of_step[node] = cause
+
     def _below(
         self,
         run_round: int,
@@ -803,20 +918,22 @@ class DirectionStrategy(FedAvg):
         self._below_quorum += 1
         log(
             WARNING,
-            "Round %d below quorum (%s: %d accepted votes, %d needed): the model is unchanged",
+            "Round %d not applied (%s: %d accepted votes, %d rows faulty, at most %d allowed): "
+            "the model is unchanged",
             run_round,
             decision.reason,
             decision.votes,
-            decision.needed,
+            decision.faults,
+            decision.allowed,
         )
         if self._below_quorum >= self.max_rounds_below_quorum:
             absent = [f"node {m['node']} (row {m['row']})" for m in audit.missing]
             bad = [f"node {r['node']} (row {r['row']}, {r['code']})" for r in audit.rejected]
             raise QuorumError(
-                f"{self._below_quorum} rounds in a row below quorum (last: round {run_round}, "
-                f"{decision.reason}, {decision.votes} accepted votes, {decision.needed} "
-                f"needed); missing: {', '.join(absent) or 'none'}; rejected: "
-                f"{', '.join(bad) or 'none'}"
+                f"{self._below_quorum} rounds in a row not applied (last: round {run_round}, "
+                f"{decision.reason}, {decision.votes} accepted votes, {decision.faults} rows "
+                f"faulty, fault budget allows {decision.allowed}); missing: "
+                f"{', '.join(absent) or 'none'}; rejected: {', '.join(bad) or 'none'}"
             )
         return None, MetricRecord(metrics)
 

@@ -25,8 +25,7 @@ import numpy as np
 from flwr.app import ArrayRecord
 from flwr.supercore import log
 
-from fl_election.codes import AllocationCode, create_code, max_tolerance
-from fl_election.contract import CERTIFICATE_TIE_RULE
+from fl_election.codes import AllocationCode, create_code
 from fl_election.voting import global_majority, packed_agreement
 from fl_election.wire import VOTE_KEYS, decode_vote
 
@@ -81,9 +80,11 @@ class ElectionCoding(DirectionStrategy):
         Parameters of a named code, e.g. ``{"n": 15, "redundancy": 3.0, "seed": 0}``.
     **kwargs : Any
         Settings of :class:`~fl_election.strategies.DirectionStrategy`: ``byzantine_budget``
-        (``b``, which :meth:`summary` certifies the code for and which sets the quorum),
+        (``b``; with ``crash_budget`` ``c`` the fault budget ``f = b + c`` the code is
+        certified for once, :mod:`fl_election.quorum`),
         ``lr``, ``lr_milestones``, ``lr_gamma``, ``momentum``, ``weight_decay``, ``seed``,
-        ``batch_size``, ``trainable_keys``, ``buffer_keys``, ``min_valid_votes``,
+        ``batch_size``, ``trainable_keys``, ``buffer_keys``, ``crash_budget``,
+        ``fault_rule``, ``certify_time_budget``, ``max_resyncs``, ``resync_window``,
         ``max_rounds_below_quorum``, ``reassign_after``, ``evaluate_every``,
         ``node_wait_timeout``.
     """
@@ -126,16 +127,15 @@ class ElectionCoding(DirectionStrategy):
             code.redundancy,
             code.max_load,
         )
-        ties = CERTIFICATE_TIE_RULE[self.tie_rule]
-        tolerance = max_tolerance(code, tie_rule=ties)
-        log(INFO, "\t│\t└── certified: perfectly %d-tolerant (ties %s)", tolerance, ties)
-        if self.byzantine_budget > tolerance:
+        certificate = self.quorum.certificate
+        log(INFO, "\t│\t└── %s", str(certificate).splitlines()[0])
+        if self.quorum.certified != "certified":
             log(
                 WARNING,
-                "\t│\t    b = %d exceeds the certified tolerance %d: the vote may be "
-                "wrong on some sign patterns",
-                self.byzantine_budget,
-                tolerance,
+                "\t│\t    the code is %s for the fault budget f = %d: the vote may be wrong "
+                "on some sign patterns",
+                self.quorum.certified,
+                self.quorum.fault_budget,
             )
         self.summary_settings()
 

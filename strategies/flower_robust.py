@@ -10,16 +10,25 @@ Protocol (the same for all six, and the same server optimizer as
 (identity allocation, ``k = n``) and computes the float32 gradient of its slice of the
 step's global minibatch (``B / n`` samples): one local SGD step, whose update ``-lr * g``
 is the gradient up to a scale every one of these aggregators commutes with. The Flower
-strategy aggregates the gradients, each sent as the reply's only ``ArrayRecord`` with
-``num-examples`` in its ``MetricRecord``; the server applies the result with the shared
-momentum, weight decay and learning-rate schedule. Uplink and downlink are float32: the
-model goes down whole every round.
+strategy aggregates the gradients, each handed to it as the reply's only ``ArrayRecord``
+with ``num-examples`` in its ``MetricRecord``. That weight is **server-assigned**: the
+samples of the step's minibatch the node's row was told to compute on (``B / n`` per
+partition it holds, the instruction's ``partition-batch-size``), never the value the node
+reports. A node's own ``num-examples`` is only audited (a missing, non-finite, non-integer,
+non-positive or larger-than-``B`` value, or one that differs from the assigned share, is
+logged and counted in the round metric ``num-examples-mismatch``) and changes nothing in the
+aggregation: no node can steer FedAvg by claiming many examples, nor make Flower divide by
+a zero or negative total. An aggregate that is not finite in float32 (huge finite gradients
+can overflow a sum) is declined: the round is not applied and is audited as
+``"aggregator-declined"``. The server applies the result with the shared momentum, weight
+decay and learning-rate schedule. Uplink and downlink are float32: the model goes down
+whole every round.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -38,14 +47,22 @@ from flwr.supercore import log
 from fl_election import contract
 
 from .base import ParsedReply
-from .full_gradient_median import FullGradientMedian
+from .full_gradient_median import FullGradientMedian, finite_direction
 
-__all__ = ["FLOWER_STRATEGIES", "FlowerRobust", "create_flower_aggregator"]
+__all__ = [
+    "FLOWER_STRATEGIES",
+    "METRIC_NUM_EXAMPLES_MISMATCH",
+    "FlowerRobust",
+    "create_flower_aggregator",
+]
 
 #: Record keys of the replies handed to the Flower strategy.
 _ARRAYS = "arrays"
 _METRICS = "metrics"
+#: Flower's default ``weighted_by_key`` (the key a strategy without one is handed).
 _NUM_EXAMPLES = "num-examples"
+#: Round metric: accepted nodes whose reported ``num-examples`` is not their assigned share.
+METRIC_NUM_EXAMPLES_MISMATCH = "num-examples-mismatch"
 
 
 def _fedavg(n: int, b: int) -> Strategy:
@@ -163,31 +180,78 @@ class FlowerRobust(FullGradientMedian):
         self._aggregating_round = server_round
         return super().aggregate_train(server_round, replies)
 
+    def assigned_examples(self, row: int) -> int:
+        """Return the samples row ``row`` computes on per step: the weight it is given.
+
+        The server decides it (``B // k`` samples per partition the row holds, the
+        ``partition-batch-size`` of :meth:`instruction`), so it never comes from the node.
+        """
+        return len(self.partitions_of(row)) * (self.batch_size // self.num_partitions)
+
+    def audit_num_examples(self, vote: ParsedReply, assigned: int) -> str | None:
+        """Return why a node's reported ``num-examples`` is not ``assigned``, or None.
+
+        Only audited, never used: a node that misreports it still votes with the server's
+        weight. Rejecting its vote would gain nothing (the value no longer reaches the
+        aggregation) and would let a bookkeeping bug in an honest client cost a quorum.
+        """
+        # The base's metric reader keeps only finite int/float values: a NaN, infinity,
+        # string, bool or list arrives here as missing.
+        reported = vote.metrics.get(contract.METRIC_NUM_EXAMPLES)
+        if reported is None:
+            return "missing or not a finite number"
+        if not float(reported).is_integer() or not 0 < reported <= self.batch_size:
+            return f"{reported!r} is not an integer in [1, B = {self.batch_size}]"
+        if reported != assigned:
+            return f"{reported!r}, not the assigned {assigned}"
+        return None
+
     def aggregate_payloads(
         self, votes: list[ParsedReply], num_coordinates: int
     ) -> tuple[np.ndarray | None, dict[str, float]]:
-        """Hand the accepted gradients to the Flower strategy's ``aggregate_train``.
+        """Hand the accepted gradients, with server-assigned weights, to the Flower strategy.
+
+        Each reply is weighted by :meth:`assigned_examples` of the node's row; the node's own
+        ``num-examples`` is audited (:meth:`audit_num_examples`, the round metric
+        :data:`METRIC_NUM_EXAMPLES_MISMATCH`) and otherwise ignored.
 
         Returns ``None`` as the direction when the strategy declines (Bulyan with fewer
-        than ``4b + 3`` replies): the round is then not applied.
+        than ``4b + 3`` replies) or its aggregate is not finite in float32: the round is then
+        not applied.
         """
-        replies = [
-            Message(
-                RecordDict(
-                    {
-                        _ARRAYS: ArrayRecord({contract.GRADIENT: Array(v.payload)}),
-                        _METRICS: MetricRecord(
-                            {_NUM_EXAMPLES: int(v.metrics.get(contract.METRIC_NUM_EXAMPLES, 1))}
-                        ),
-                    }
-                ),
-                dst_node_id=v.node_id,
-                message_type=MessageType.TRAIN,
+        weight_key = str(getattr(self.aggregator, "weighted_by_key", _NUM_EXAMPLES))
+        replies = []
+        mismatched = 0
+        for v in votes:
+            row = self.node_to_worker[v.node_id]
+            assigned = self.assigned_examples(row)
+            problem = self.audit_num_examples(v, assigned)
+            if problem is not None:
+                mismatched += 1
+                log(
+                    WARNING,
+                    "Node %d (row %d) reported %s %s; weighed by the server-assigned %d",
+                    v.node_id,
+                    row,
+                    contract.METRIC_NUM_EXAMPLES,
+                    problem,
+                    assigned,
+                )
+            replies.append(
+                Message(
+                    RecordDict(
+                        {
+                            _ARRAYS: ArrayRecord({contract.GRADIENT: Array(v.payload)}),
+                            _METRICS: MetricRecord({weight_key: assigned}),
+                        }
+                    ),
+                    dst_node_id=v.node_id,
+                    message_type=MessageType.TRAIN,
+                )
             )
-            for v in votes
-        ]
-        arrays, _ = self.aggregator.aggregate_train(self._aggregating_round, replies)
-        if arrays is None:
-            return None, {}
-        direction = arrays[contract.GRADIENT].numpy().reshape(-1)
-        return np.asarray(direction, dtype=np.float32), {}
+        metrics: dict[str, float] = {METRIC_NUM_EXAMPLES_MISMATCH: mismatched}
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is declined below
+            arrays, _ = self.aggregator.aggregate_train(self._aggregating_round, replies)
+        if arrays is None or contract.GRADIENT not in arrays:
+            return None, metrics
+        return finite_direction(arrays[contract.GRADIENT].numpy(), num_coordinates), metrics

@@ -24,7 +24,22 @@ from fl_election.aggregation import coordinate_median
 
 from .base import DirectionStrategy, ParsedReply, RejectedReply
 
-__all__ = ["FullGradientMedian"]
+__all__ = ["FullGradientMedian", "finite_direction"]
+
+
+def finite_direction(direction: np.ndarray, num_coordinates: int) -> np.ndarray | None:
+    """Return ``direction`` as a float32 vector of length ``d``, or None if it is not one.
+
+    Every accepted gradient is finite, but an aggregate of large finite ones can still
+    overflow (a sum, or the mean of a median's two middle values) or, cast to float32,
+    leave its range: such a direction is declined (``None``), so the round is not applied
+    and the model stays finite.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        vector = np.asarray(direction, dtype=np.float32).reshape(-1)
+    if vector.shape != (num_coordinates,) or not np.all(np.isfinite(vector)):
+        return None
+    return vector
 
 
 class FullGradientMedian(DirectionStrategy):
@@ -74,6 +89,7 @@ class FullGradientMedian(DirectionStrategy):
     def aggregate_payloads(
         self, votes: list[ParsedReply], num_coordinates: int
     ) -> tuple[np.ndarray | None, dict[str, float]]:
-        """Return the coordinate-wise median of the accepted gradients."""
-        direction = coordinate_median(np.stack([v.payload for v in votes]))
-        return direction.astype(np.float32), {}
+        """Return the coordinate-wise median of the accepted gradients (None if not finite)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            direction = coordinate_median(np.stack([v.payload for v in votes]))
+        return finite_direction(direction, num_coordinates), {}

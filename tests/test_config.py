@@ -161,9 +161,9 @@ NAN = math.nan
             "redundancy must be a finite number in (0, 1024]",
         ),
         ({"redundancy": 6.0}, "redundancy", "redundancy r = 6 must be <= k = 5"),
-        ({"round-timeout": INF}, "round-timeout", "round-timeout must be a finite number in (0"),
-        ({"round-timeout": NAN}, "round-timeout", "round-timeout must be a finite number in (0"),
-        ({"round-timeout": 0.0}, "round-timeout", "round-timeout must be a finite number in (0"),
+        ({"round-timeout": INF}, "round-timeout", "round-timeout must be a finite number in [1"),
+        ({"round-timeout": NAN}, "round-timeout", "round-timeout must be a finite number in [1"),
+        ({"round-timeout": 0.0}, "round-timeout", "round-timeout must be a finite number in [1"),
         ({"eval-every": 0}, "eval-every", "eval-every must be an integer in [1, 1000000]"),
         ({"eval-every": 2**63}, "eval-every", "eval-every must be an integer in [1, 1000000]"),
         ({"client-eval-every": -1}, "client-eval-every", "client-eval-every must be an integer"),
@@ -285,6 +285,7 @@ def test_output_dir_is_checked_without_creating_anything(tmp_path, monkeypatch):
         {"attack": "alie", "attack_z": 1000.0},
         {"grad_noise_std": 1000.0, "attack_std": 1000.0},
         {"round_timeout": 7 * 24 * 3600.0},
+        {"round_timeout": 1.0},
         {"run_name": "x" * 200},
         {"code": "repetition", "repetition_group": 5},
         {"aggregation": "fgm", "code": "repetition", "repetition_group": 4},
@@ -314,3 +315,148 @@ def test_validation_loads_no_dataset(monkeypatch):
     monkeypatch.setattr(data, "load_dataset", refuse)
     RunConfig(dataset="cifar10", model="resnet18", download=True)
     RunConfig.from_run_config({"dataset": "mnist", "batch-size": 60_000})
+
+
+# ----------------------------------------------------------------------------------------------
+# Config gaps refused before round 1, naming the key (issue 13, item 7).
+
+
+@pytest.mark.parametrize(
+    "run_config",
+    [
+        {"byzantine-count": 6, "byzantine_count": 0},
+        {"byzantine_count": 0, "byzantine-count": 6},
+        {"byzantine_count": 0},
+    ],
+)
+def test_snake_case_keys_are_refused_naming_the_kebab_key(run_config):
+    # both spellings used to be accepted, and the last one won silently
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_run_config(run_config)
+    text = str(err.value)
+    assert "'byzantine_count'" in text and "'byzantine-count'" in text
+    assert "snake_case" in text
+
+
+def test_override_parser_refuses_a_key_given_twice():
+    from fl_election.config import parse_run_config_overrides
+
+    assert parse_run_config_overrides(["code='deterministic'", "byzantine-count=6"]) == {
+        "code": "deterministic",
+        "byzantine-count": 6,
+    }
+    with pytest.raises(ValueError, match="run-config key 'byzantine-count' is given twice"):
+        parse_run_config_overrides(["byzantine-count=6", "lr=0.01", "byzantine-count=0"])
+    with pytest.raises(ValueError, match="'byzantine-count' is not a TOML key=value"):
+        parse_run_config_overrides(["byzantine-count"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["byzantine-count=6", "byzantine-count=0"], "'byzantine-count' is given twice"),
+        (["byzantine-count=6", "byzantine_count=0"], "'byzantine_count' -> 'byzantine-count'"),
+    ],
+)
+def test_inprocess_cli_refuses_a_key_twice_before_running(monkeypatch, capsys, overrides, key):
+    from fl_election.simulations import inprocess
+
+    def refuse(cfg):
+        raise AssertionError("a refused config must not run")
+
+    monkeypatch.setattr(inprocess, "run_inprocess", refuse)
+    with pytest.raises(SystemExit) as exit_info:
+        inprocess.main(["code='deterministic'", *overrides])
+    assert exit_info.value.code == 2
+    assert key in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("selection", ["random", "worst", "node-config"])
+def test_byzantine_ids_need_explicit_selection(selection):
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_run_config(
+            {"byzantine-count": 2, "byzantine-selection": selection, "byzantine-ids": "1, 4"}
+        )
+    text = str(err.value)
+    assert "byzantine-ids" in text and "byzantine-selection = 'explicit'" in text
+    # an empty list (the default) is fine with every selection
+    RunConfig.from_run_config({"byzantine-selection": selection, "byzantine-ids": " "})
+
+
+@pytest.mark.parametrize("redundancy", [0.001, 1e-6, 1e-300])
+def test_redundancy_too_small_for_a_bernoulli_code_is_refused(redundancy):
+    # used to pass validation and fail when the code was built, without naming the key
+    with pytest.raises(ValueError, match=r"redundancy r = .* is too small for a Bernoulli code"):
+        RunConfig.from_run_config({"redundancy": redundancy})
+    # a run that builds no Bernoulli code does not care
+    RunConfig.from_run_config({"redundancy": redundancy, "aggregation": "fgm"})
+    RunConfig.from_run_config({"redundancy": redundancy, "code": "uncoded"})
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 15, 1024])
+def test_redundancy_floor_agrees_with_the_bernoulli_factory(k):
+    from fl_election import codes
+    from fl_election.config import _min_bernoulli_redundancy
+
+    floor = _min_bernoulli_redundancy(k)
+    candidates = [floor, f"{floor:g}", 0.001, 0.0009999, 0.0010001, 0.0010004, 0.0010005]
+    for r in (float(value) for value in candidates):
+        changes = {"num_workers": 2, "num_partitions": k, "byzantine_count": 0}
+        changes.update(redundancy=r, batch_size=max(k, 240), code_seed=1)
+        try:
+            codes.bernoulli(n=2, k=k, redundancy=r, seed=1)
+        except ValueError:
+            with pytest.raises(ValueError, match="redundancy"):
+                RunConfig(**changes)
+        else:
+            assert RunConfig(**changes).allocation_code().k == k
+    # the floor the message advises is itself accepted
+    codes.bernoulli(n=2, k=k, redundancy=float(f"{floor:g}"))
+
+
+@pytest.mark.parametrize("output_dir", ["..", "../outputs", "outputs/../../x", "a/b/../c", "./.."])
+def test_relative_output_dir_may_not_climb_out_of_the_output_root(output_dir):
+    with pytest.raises(ValueError, match="output-dir must not hold a '..' folder when relative"):
+        RunConfig.from_run_config({"output-dir": output_dir})
+
+
+def test_output_dir_dots_that_stay_inside_or_are_absolute_are_accepted(tmp_path):
+    RunConfig(output_dir="outputs/..hidden/run..1")
+    RunConfig(output_dir="./outputs/.")
+    # an absolute path is the user's explicit choice, '..' or not
+    RunConfig(output_dir=str(tmp_path / "a" / ".." / "b"))
+
+
+@pytest.mark.parametrize("timeout", [1e-9, 0.5, math.nextafter(1.0, 0.0)])
+def test_round_timeout_below_one_second_is_refused(timeout):
+    with pytest.raises(ValueError, match=r"round-timeout must be a finite number in \[1, 604800\]"):
+        RunConfig.from_run_config({"round-timeout": timeout})
+    assert config_module.MIN_ROUND_TIMEOUT == 1.0
+    RunConfig.from_run_config({"round-timeout": config_module.MIN_ROUND_TIMEOUT})
+
+
+def shipped_run_configs() -> list[tuple[str, dict]]:
+    """Every run config the project ships: conf files, sweep variants, example apps."""
+    from fl_election.simulations.sweep import load_sweep
+
+    found = [("pyproject.toml", pyproject_defaults())]
+    for path in sorted((ROOT / "simulations" / "conf").glob("*.toml")):
+        found.append((str(path.relative_to(ROOT)), tomllib.loads(path.read_text())))
+    for path in sorted((ROOT / "simulations" / "sweeps").glob("*.toml")):
+        sweep = load_sweep(path)
+        for name, overrides in sweep["variants"].items():
+            found.append((f"{path.relative_to(ROOT)}:{name}", {**sweep["base"], **overrides}))
+    for path in sorted((ROOT / "examples").glob("*/pyproject.toml")):
+        app = tomllib.loads(path.read_text())["tool"]["flwr"]["app"]
+        found.append((str(path.relative_to(ROOT)), app.get("config", {})))
+    return found
+
+
+def test_every_shipped_run_config_validates():
+    configs = shipped_run_configs()
+    assert len(configs) > 10
+    for where, run_config in configs:
+        try:
+            RunConfig.from_run_config(run_config)
+        except ValueError as err:
+            pytest.fail(f"{where}: {err}")

@@ -77,7 +77,6 @@ def run_example(downlink: str, rounds: int = 6, tamper: int | None = None):
         batch_size=100,
         trainable_keys=vote_keys(net),
         downlink=downlink,
-        min_valid_votes=1,
     )
     app = coded_client_app(Net(), loss_fn, TRAIN)
     grid = InProcessGrid(app, 5, {})
@@ -117,9 +116,7 @@ def test_a_node_whose_copy_differs_resyncs_and_votes_again():
 
 def test_a_malformed_broadcast_is_a_resync_not_a_crash():
     net = Net()
-    strategy = ElectionCoding(
-        deterministic(5, b=1), trainable_keys=vote_keys(net), batch_size=100, min_valid_votes=1
-    )
+    strategy = ElectionCoding(deterministic(5, b=1), trainable_keys=vote_keys(net), batch_size=100)
     app = coded_client_app(Net(), loss_fn, TRAIN)
     grid = InProcessGrid(app, 5, {})
     arrays = ArrayRecord(net.state_dict())

@@ -8,14 +8,19 @@ from uuid import uuid4
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import Krum
+from flwr.serverapp.strategy import FedAvg, Krum
 
 from fl_election.aggregation import vote_error_rate
 from fl_election.attacks import create_attack, forge_float_gradient
 from fl_election.config import RunConfig
 from fl_election.simulations import plot_results, sweep
 from fl_election.simulations.inprocess import run_inprocess
-from fl_election.strategies import FLOWER_STRATEGIES, FlowerRobust, create_flower_aggregator
+from fl_election.strategies import (
+    FLOWER_STRATEGIES,
+    FlowerRobust,
+    FullGradientMedian,
+    create_flower_aggregator,
+)
 
 
 class FakeGrid:
@@ -96,6 +101,126 @@ def test_bulyan_declines_too_few_replies_and_the_model_stays():
     assert strategy.audit[-1].decision == "aggregator-declined"
 
 
+# ---------------------------------------------------------------- server-known weights
+# n = 15 nodes, b = 3 (Bulyan's 4b + 3 = 15), B = 240: every row computes on 16 samples, so
+# the other 14 honest rows hold 224 of them.
+PROBE_N, PROBE_B, PROBE_BATCH = 15, 3, 240
+ASSIGNED = PROBE_BATCH // PROBE_N
+PROBE_NODE = 10 + PROBE_N - 1
+MISSING = object()
+#: ``id -> (num-examples the probe node reports, its gradient's constant value or None)``.
+PROBES = {
+    "claims-1e6": (10**6, None),
+    "minus-225-with-3.4e38-gradient": (-225, 3.4e38),
+    "minus-the-others-sum": (-(PROBE_N - 1) * ASSIGNED, None),
+    "zero": (0, None),
+    "nan": (float("nan"), None),
+    "string": ("16", None),
+    "missing": (MISSING, None),
+}
+
+
+def probe_round(name: str, reported, huge, monkeypatch):
+    """Round 1 of Flower ``name``, the probe node reporting ``reported`` examples.
+
+    Returns the strategy, the new model, the round metrics and the weights the Flower
+    strategy was handed.
+    """
+    strategy = FlowerRobust(
+        PROBE_N,
+        name,
+        byzantine_budget=PROBE_B,
+        batch_size=PROBE_BATCH,
+        lr=1.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        trainable_keys=["w"],
+    )
+    seen: list[list[object]] = []
+    inner = strategy.aggregator.aggregate_train
+
+    def spy(server_round, replies):
+        replies = list(replies)
+        seen.append(
+            [next(iter(m.content.metric_records.values()))["num-examples"] for m in replies]
+        )
+        return inner(server_round, replies)
+
+    monkeypatch.setattr(strategy.aggregator, "aggregate_train", spy)
+    rng = np.random.default_rng(13)
+    gradients = {10 + i: rng.normal(size=6).astype(np.float32) for i in range(PROBE_N)}
+    if huge is not None:
+        gradients[PROBE_NODE] = np.full(6, huge, dtype=np.float32)
+    grid = FakeGrid(list(gradients))
+    messages = list(strategy.configure_train(1, arrays(6), ConfigRecord(), grid))
+    for m in messages:
+        m.metadata.__dict__["_message_id"] = str(uuid4())
+    out = {m.metadata.dst_node_id: m for m in messages}
+    replies = []
+    for node, g in gradients.items():
+        metrics = MetricRecord({"num-examples": ASSIGNED, "num-coordinates": g.size})
+        if node == PROBE_NODE:
+            if reported is MISSING:
+                del metrics["num-examples"]
+            else:  # past MetricRecord's type check, as a lenient decoder could let it
+                metrics._data["num-examples"] = reported
+        content = RecordDict({"vote": ArrayRecord({"gradient": Array(g)}), "metrics": metrics})
+        replies.append(Message(content, reply_to=out[node]))
+    new, round_metrics = strategy.aggregate_train(1, replies)
+    return strategy, new, round_metrics, seen
+
+
+@pytest.mark.parametrize("probe", sorted(PROBES))
+@pytest.mark.parametrize("name", sorted(FLOWER_STRATEGIES))
+def test_one_nodes_num_examples_changes_nothing(name, probe, monkeypatch):
+    reported, huge = PROBES[probe]
+    honest, honest_new, honest_metrics, _ = probe_round(name, ASSIGNED, huge, monkeypatch)
+    strategy, new, metrics, seen = probe_round(name, reported, huge, monkeypatch)
+    # no exception, the round applied, the model finite
+    assert metrics["applied"] == 1 and new is not None
+    assert np.all(np.isfinite(new["w"].numpy()))
+    # the Flower strategy was handed the server's weights, never the node's value
+    assert seen == [[ASSIGNED] * PROBE_N]
+    # ... so the direction is bit-identical to the one with an honest report
+    assert honest.last_direction is not None and strategy.last_direction is not None
+    assert strategy.last_direction.tobytes() == honest.last_direction.tobytes()
+    assert new["w"].numpy().tobytes() == honest_new["w"].numpy().tobytes()
+    # the misreport is audited, and only the probe's
+    assert honest_metrics["num-examples-mismatch"] == 0
+    assert metrics["num-examples-mismatch"] == 1
+
+
+def test_a_non_finite_aggregate_is_declined_and_the_model_stays():
+    # Every accepted gradient is finite, but 15 of float32's largest overflow Flower's
+    # trimmed mean: the round is declined, not applied as inf.
+    strategy = flower("fedtrimmedavg", 15, 3)
+    new, metrics = round_trip(strategy, {10 + i: np.full(6, 3.4e38) for i in range(15)})
+    assert new is None and metrics["applied"] == 0
+    assert strategy.audit[-1].decision == "aggregator-declined"
+    assert strategy.last_direction is None
+
+    class Wide(FedAvg):  # finite in float64, out of float32's range
+        def aggregate_train(self, server_round, replies):
+            return ArrayRecord({"gradient": Array(np.full(6, 1e39))}), None
+
+    strategy = FlowerRobust(3, Wide(), lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w"])
+    new, metrics = round_trip(strategy, {10 + i: np.ones(6) for i in range(3)})
+    assert new is None and strategy.audit[-1].decision == "aggregator-declined"
+    # the float baseline's median of two float32 maxima overflows the same way
+    fgm = FullGradientMedian(4, lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w"])
+    new, metrics = round_trip(fgm, {10 + i: np.full(6, 3.4e38) for i in range(4)})
+    assert new is None and fgm.audit[-1].decision == "aggregator-declined"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_gradient_is_rejected(bad):
+    grads = {10 + i: np.ones(6) for i in range(7)}
+    grads[16] = np.array([1.0, bad, 1.0, 1.0, 1.0, 1.0])
+    new, metrics = round_trip(flower("fedavg", 7, 2), grads)
+    assert metrics["rejected-replies"] == 1 and metrics["applied"] == 1
+    np.testing.assert_array_equal(new["w"].numpy(), -np.ones(6, dtype=np.float32))
+
+
 def test_unknown_or_impossible_flower_strategies_are_refused():
     with pytest.raises(ValueError, match="unknown Flower strategy 'krom'"):
         create_flower_aggregator("krom", 15, 3)
@@ -172,7 +297,10 @@ def test_a_flower_strategy_trains_in_the_harness_with_float_traffic(tmp_path):
     assert d == 32.0  # float32 up
     assert first["downlink-bytes"] >= first["uplink-bytes"]  # the model down, whole
     assert all(0.0 <= r["vote-error-rate"] <= 1.0 for r in record["rounds"])
-    assert record["code"]["max_load"] == 1 and record["code"]["certified_tolerance"] is None
+    assert (
+        record["code"]["max_load"] == 1
+        and record["code"]["certificate"]["verdict"] == "not-certified"
+    )
 
 
 def test_the_referee_sees_an_honest_vote_elect_the_majority_and_an_attack_miss_it(tmp_path):

@@ -38,7 +38,7 @@ def test_inprocess_run_writes_result_model_and_plot(tmp_path):
     assert (tmp_path / f"{stem}.json").exists() and (tmp_path / f"{stem}.png").exists()
     saved = json.loads((tmp_path / f"{stem}.json").read_text())
     assert saved["config"] == cfg.to_run_config()
-    assert saved["code"]["certified_tolerance"] >= 1
+    assert saved["code"]["certificate"]["verdict"] == "certified"
     assert len(saved["rounds"]) == 4
     assert all(r["valid-votes"] == 5 and r["rejected-replies"] == 0 for r in saved["rounds"])
     assert {"agreement", "abstain-fraction", "uplink-bytes", "lr"} <= set(saved["rounds"][0])
@@ -73,7 +73,8 @@ def test_silent_and_malformed_byzantines_are_rejected_and_the_run_goes_on(tmp_pa
 
 
 def test_a_crashing_client_is_counted_and_the_vote_goes_on(tmp_path):
-    cfg = small(tmp_path, byzantine_count=0, attack="none")
+    # b = 0: one crashed honest node is the crash budget c = 1 (fault budget f = 1)
+    cfg = small(tmp_path, byzantine_count=0, crash_budget=1, attack="none")
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
     # one node holds a run config it cannot parse: its ClientApp raises on every message
     broken = next(iter(grid.contexts.values()))
@@ -108,7 +109,7 @@ def test_fgm_baseline_runs_and_pays_float32_uplink(tmp_path):
 
 
 def test_deployment_node_config_makes_a_node_byzantine(tmp_path):
-    cfg = small(tmp_path, byzantine_count=0, attack="none")
+    cfg = small(tmp_path, byzantine_count=1, byzantine_selection="node-config", attack="none")
     node_configs = [{"partition-id": i} for i in range(5)]
     node_configs[2] = {"partition-id": 2, "byzantine": "true", "attack": "malformed"}
     grid = InProcessGrid(client_app, 5, cfg.to_run_config(), node_configs=node_configs)

@@ -126,12 +126,17 @@ def test_abstentions_travel_and_ties_give_zero():
 
 def test_malformed_and_missing_replies_are_rejected_counted_and_the_vote_goes_on():
     strategy = ElectionCoding(
-        uncoded(7), lr=1.0, momentum=0.0, weight_decay=0.0, trainable_keys=["w", "b"]
+        uncoded(9),
+        byzantine_budget=4,  # the 4 rejected rows are within the fault budget
+        lr=1.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        trainable_keys=["w", "b"],
     )
     arrays = model_arrays()
-    out = sent(strategy, arrays, nodes=range(1, 8))
+    out = sent(strategy, arrays, nodes=range(1, 10))
     good = np.array([1, -1] * 6, dtype=np.int8)
-    replies = [vote_reply(out[1], good), vote_reply(out[2], good), vote_reply(out[3], good)]
+    replies = [vote_reply(out[n], good) for n in (1, 2, 3, 8, 9)]
     # wrong dtype, wrong length, an error reply, missing vote, an extra array
     bad_dtype = vote_reply(out[4], good)
     bad_dtype.content["vote"]["signs"] = Array(np.zeros(2, dtype=np.float32))
@@ -142,7 +147,7 @@ def test_malformed_and_missing_replies_are_rejected_counted_and_the_vote_goes_on
     duplicate = vote_reply(out[1], -good)
     replies += [bad_dtype, bad_len, error, no_vote, duplicate]
     new, metrics = strategy.aggregate_train(1, replies)
-    assert metrics["valid-votes"] == 3
+    assert metrics["valid-votes"] == 5
     assert metrics["rejected-replies"] == 5
     assert metrics["missing-replies"] == 0
     w = np.concatenate([arrays["w"].numpy(), arrays["b"].numpy()])

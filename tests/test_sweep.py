@@ -46,13 +46,14 @@ def test_a_run_that_fails_closed_is_recorded_and_the_sweep_goes_on(tmp_path):
     spec.write_text(
         'title = "quorum"\nconf = "digits_n5.toml"\nseeds = [0]\n\n'
         "[overrides]\nnum-server-rounds = 4\neval-every = 2\nbyzantine-count = 2\n\n"
-        '[variants.silent]\nattack = "silent"\ncode = "uncoded"\n\n'
+        '[variants.silent]\nattack = "silent"\ncode = "uncoded"\nfault-rule = "conservative"\n\n'
         '[variants.reverse]\nattack = "reverse"\ncode = "uncoded"\n'
     )
     out = tmp_path / "outputs"
     assert sweep.main([str(spec), "--output-dir", str(out)]) == 0
     stopped = json.loads((out / "quorum" / "silent-seed0.json").read_text())
-    assert "below quorum" in stopped["stopped"]  # 3 votes of 5 cannot outvote b = 2
+    # the conservative rule counts the 2 silent rows on top of b = 2 voting Byzantines
+    assert "rounds in a row not applied" in stopped["stopped"]
     assert "final" in json.loads((out / "quorum" / "reverse-seed0.json").read_text())
     figures = tmp_path / "figures"
     assert plot_results.main(["--outputs", str(out), "--figures", str(figures)]) == 0
