@@ -30,6 +30,12 @@ Conventions used throughout this module:
   over ``{m : sum(m) > 0}`` is attained on the *minimal majority layer*: the patterns with
   exactly ``t = k // 2 + 1`` entries ``+1``. Enumeration, the integer program and the sampled
   estimate all work on that layer, which is exact and ``C(k, t) / 2^(k-1)`` times smaller.
+* ``time_budget`` (seconds, ``None`` = no limit) bounds :func:`certify`,
+  :func:`max_tolerance` and :func:`tolerance_bounds`; a run passes
+  :data:`DEFAULT_CERTIFY_TIME_BUDGET`. At the budget the answer is what is *proven*: a
+  breaking pattern already found (not tolerant), the integer program's dual bound (tolerant
+  when ``ceil(bound) - 2b >= 1``), or else ``status="unknown"``. :attr:`Certificate.status`
+  says which (:data:`CERTIFICATE_STATUSES`).
 """
 
 from __future__ import annotations

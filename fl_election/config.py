@@ -71,6 +71,15 @@ MAX_PATH_BYTES = 4095
 MAX_PATH_COMPONENT_BYTES = 255
 """Longest single folder name in ``output-dir`` (Linux ``NAME_MAX``)."""
 
+REMOVED_KEYS: dict[str, str] = {
+    "min-valid-votes": (
+        "a round is applied when at most f = byzantine-count + crash-budget rows are missing "
+        "or rejected (the fault-budget rule, fl_election.quorum; see docs/threat_model.md); "
+        "set crash-budget for honest nodes that may fail, or fault-rule = 'conservative'"
+    ),
+}
+"""Keys of earlier versions, refused with what replaced them."""
+
 TRAIN_SIZES: dict[str, int] = {
     # scikit-learn's 1797 digits less the stratified test split of fl_election.data
     # (DIGITS_TEST_FRACTION = 0.2: ceil(0.2 * 1797) = 360 test samples), so 1437 train.
@@ -377,6 +386,13 @@ class RunConfig:
             raise ValueError(
                 f"run-config key(s) {list(misspelt)} are snake_case; run-config keys are "
                 f"kebab-case, one spelling per key: write {advice}"
+            )
+        removed = [key for key in unknown if key in REMOVED_KEYS]
+        if removed:
+            raise ValueError(
+                "; ".join(
+                    f"run-config key {key!r} was removed: {REMOVED_KEYS[key]}" for key in removed
+                )
             )
         if unknown:
             raise ValueError(

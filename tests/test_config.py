@@ -460,3 +460,30 @@ def test_every_shipped_run_config_validates():
             RunConfig.from_run_config(run_config)
         except ValueError as err:
             pytest.fail(f"{where}: {err}")
+
+
+def test_the_removed_vote_count_quorum_key_is_refused_with_its_replacement():
+    with pytest.raises(ValueError, match="'min-valid-votes' was removed.*crash-budget"):
+        RunConfig.from_run_config({"min-valid-votes": 13})
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"byzantine-count": 6, "crash-budget": 2}, "byzantine-count \\+ crash-budget"),
+        ({"crash-budget": -1}, "crash-budget"),
+        ({"fault-rule": "lenient"}, "fault-rule"),
+        ({"certify-time-budget": 0.0}, "certify-time-budget"),
+        ({"certify-time-budget": float("inf")}, "certify-time-budget"),
+        ({"max-resyncs": -1}, "max-resyncs"),
+        ({"resync-window": 0}, "resync-window"),
+    ],
+)
+def test_fault_budget_knobs_are_checked_before_round_one(values, key):
+    with pytest.raises(ValueError, match=key):
+        RunConfig.from_run_config(values)
+
+
+def test_a_crash_budget_within_half_is_accepted():
+    cfg = RunConfig.from_run_config({"byzantine-count": 6, "crash-budget": 1})
+    assert cfg.byzantine_count + cfg.crash_budget == 7
