@@ -54,7 +54,9 @@ def _run_code(args: argparse.Namespace) -> int:
     code = create_code(args.kind, **_code_params(args))
     b = args.b if args.b is not None else 0
     # Certify before printing anything, so bad input leaves stdout empty.
-    certificate = certify(code, b, method=args.method, seed=args.seed)
+    certificate = certify(
+        code, b, method=args.method, seed=args.seed, time_budget=args.time_budget
+    )
     print(code)
     print(f"loads: {[int(x) for x in code.loads]}")
     print(f"redundancy: {code.redundancy:.4f}")
@@ -83,6 +85,12 @@ def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     _add_code_options(parser, default_kind="deterministic")
     parser.add_argument(
         "--method", choices=CERTIFY_METHODS, default="auto", help="certificate method"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds the certificate may take (then a proven bound or UNKNOWN); default: none",
     )
     parser.set_defaults(handler=_run_code)
 

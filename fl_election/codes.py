@@ -37,28 +37,36 @@ from numpy.typing import ArrayLike, NDArray
 
 from fl_election._search import LOCAL_SEARCH_MAX_K, improve_odd, oddify, structured_rows
 from fl_election.certificate import (
+    CERTIFICATE_STATUSES,
     CERTIFY_METHODS,
+    DEFAULT_CERTIFY_TIME_BUDGET,
     TIE_RULES,
     Certificate,
+    ToleranceBounds,
     certify,
     max_tolerance,
+    tolerance_bounds,
     worst_byzantine_set,
     wrong_vote_probability,
 )
 
 __all__ = [
+    "CERTIFICATE_STATUSES",
     "CERTIFY_METHODS",
     "CODE_FACTORIES",
+    "DEFAULT_CERTIFY_TIME_BUDGET",
     "DETERMINISTIC_TABLE_PATH",
     "TIE_RULES",
     "AllocationCode",
     "Certificate",
+    "ToleranceBounds",
     "bernoulli",
     "certify",
     "create_code",
     "deterministic",
     "max_tolerance",
     "repetition",
+    "tolerance_bounds",
     "uncoded",
     "worst_byzantine_set",
     "wrong_vote_probability",

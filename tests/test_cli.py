@@ -107,3 +107,14 @@ def test_cost_subcommand_bad_input_exits_2(capsys):
 
     assert cli_main(["cost", "--kind", "deterministic", "--n", "5"]) == 2
     assert "needs --b" in capsys.readouterr().err
+
+
+def test_code_certificate_obeys_a_time_budget(capsys: pytest.CaptureFixture[str]) -> None:
+    # n = 63, k = 30: the unbudgeted integer program runs for minutes; one second decides
+    # nothing, and the CLI says so instead of blocking.
+    args = ["code", "--kind", "bernoulli", "--n", "63", "--k", "30", "--redundancy", "25"]
+    assert main([*args, "--b", "3", "--time-budget", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "UNKNOWN" in out or "PROVEN" in out, out
+    assert main([*args, "--b", "3", "--time-budget", "0"]) == 2
+    assert "time_budget" in capsys.readouterr().err
