@@ -248,7 +248,7 @@ class RunConfig:
         Full models one node may be sent again within ``resync-window`` rounds
         (``downlink = "vote"``); beyond it the node's row is a faulty reply and the model
         is not resent. In ``[0, 10**6]``.
-    resync_window : int (default: 20)
+    resync_window : int (default: 50)
         Rounds over which ``max-resyncs`` counts. In ``[1, 10**6]``.
     max_rounds_below_quorum : int (default: 3)
         Rounds in a row over the fault budget (not applied) after which the run stops with
@@ -324,7 +324,7 @@ class RunConfig:
     fault_rule: str = "budget"
     certify_time_budget: float = 10.0
     max_resyncs: int = 2
-    resync_window: int = 20
+    resync_window: int = 50
     max_rounds_below_quorum: int = 3
     reassign_after: int = 2
     checkpoint_every: int = 10

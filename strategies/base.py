@@ -141,7 +141,7 @@ class DirectionStrategy(FedAvg):
         rounds (``downlink = "vote"``): a node that reports another model's fingerprint,
         answers ``resync``, or falls out of step more often has its row counted as a
         faulty reply (``resync-limit``) and is not sent the model until the window clears.
-    resync_window : int (default: 20)
+    resync_window : int (default: 50)
         Rounds over which ``max_resyncs`` is counted.
     tie_rule : str (default: "gradient")
         How a node votes where its partitions tie: ``"gradient"`` (one bit per coordinate,
@@ -192,7 +192,7 @@ class DirectionStrategy(FedAvg):
         max_rounds_below_quorum: int = 3,
         reassign_after: int = 2,
         max_resyncs: int = 2,
-        resync_window: int = 20,
+        resync_window: int = 50,
         tie_rule: str = contract.TIE_RULE_GRADIENT,
         downlink: str = contract.DOWNLINK_VOTE,
         worker_momentum: float = 0.0,
@@ -834,6 +834,9 @@ class DirectionStrategy(FedAvg):
             "missing-rows": [m["row"] for m in audit.missing],
             "rejected-rows": [r.row for r in rejected if r.row is not None],
             "applied": int(decision.applied),
+            # 1 when the code is certified for the fault budget: an applied round's vote is
+            # then the majority over partitions on every coordinate; 0: it may be wrong.
+            "certified-for-fault-budget": int(self.quorum.certified == "certified"),
             "uplink-bytes": int(sum(v.num_bytes for v in votes)),
             "downlink-bytes": self._downlink_bytes,
             "lr": lr,
