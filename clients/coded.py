@@ -57,7 +57,14 @@ from fl_election.data import (
     step_batch,
 )
 from fl_election.optim import SignMomentumSGD, fingerprint, flatten_arrays, unflatten_arrays
-from fl_election.training import LossFn, partition_gradients, partition_signs, vote_parameters
+from fl_election.training import (
+    LossFn,
+    partition_gradients,
+    partition_seed,
+    partition_signs,
+    shared_rng,
+    vote_parameters,
+)
 from fl_election.voting import local_majority, unpack_signs
 from fl_election.wire import VOTE_KEYS, decode_vote, encode_vote
 
@@ -161,7 +168,10 @@ def partition_batch(
     Returns
     -------
     tuple[torch.Tensor, torch.Tensor]
-        The slice's inputs and targets (on the CPU, as stored).
+        The slice's inputs and targets (on the CPU, as stored). A ``Dataset``'s items are
+        fetched with torch's CPU generator, Python's ``random`` and NumPy's global
+        generator seeded by ``partition_seed(seed, step, partition, stream="data")``
+        (restored afterwards), so random transforms draw the same on every holder.
     """
     k, seed, step = instruction.num_partitions, instruction.seed, instruction.step
     size = instruction.partition_batch_size
@@ -178,7 +188,10 @@ def partition_batch(
             shard = _skewed_shards(samples, k, seed, instruction.dirichlet_alpha)[partition]
         else:
             shard = _shards(_num_samples(samples), k, seed)[partition]
-    return _take(samples, step_batch(shard, step, partition, seed, size))
+    index = step_batch(shard, step, partition, seed, size)
+    data_seed = partition_seed(seed, step, partition, stream="data")
+    with shared_rng(data_seed, python_and_numpy=True):
+        return _take(samples, index)
 
 
 def _noise_seed(seed: int, step: int, worker: int) -> int:
@@ -215,9 +228,16 @@ def _batches(
     for j in partitions:
         x, y = partition_batch(data, instruction, j)
         if augment is not None:
-            x = augment(x, instruction.step, j, instruction.seed)
+            augment_seed = partition_seed(instruction.seed, instruction.step, j, stream="augment")
+            with shared_rng(augment_seed, python_and_numpy=True):
+                x = augment(x, instruction.step, j, instruction.seed)
         batches.append((x, y))
     return batches
+
+
+def _compute_seeds(instruction: TrainInstruction, partitions: Sequence[int]) -> list[int]:
+    """Seeds of the partitions' forward and backward passes, shared by all their holders."""
+    return [partition_seed(instruction.seed, instruction.step, j) for j in partitions]
 
 
 def _everyone(
@@ -255,12 +275,19 @@ def _everyone(
     # The k extra forward passes must not move this node's batch-norm statistics (they
     # would differ between the Byzantine that computes and those that reuse the result).
     saved = {name: buffer.detach().clone() for name, buffer in model.named_buffers()}
-    batches = _batches(data, instruction, range(instruction.num_partitions), augment)
+    everyone = range(instruction.num_partitions)
+    batches = _batches(data, instruction, everyone, augment)
+    # The honest holders' seeds, so the adversary sees the signs they compute.
+    seeds = _compute_seeds(instruction, everyone)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
-        gradients, _ = partition_gradients(model, batches, loss_fn=loss_fn, parameters=parameters)
+        gradients, _ = partition_gradients(
+            model, batches, loss_fn=loss_fn, parameters=parameters, seeds=seeds
+        )
         known = gradients.numpy()
     else:
-        result = partition_signs(model, batches, loss_fn=loss_fn, parameters=parameters)
+        result = partition_signs(
+            model, batches, loss_fn=loss_fn, parameters=parameters, seeds=seeds
+        )
         known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
     with torch.no_grad():
         for name, buffer in model.named_buffers():
@@ -297,11 +324,17 @@ def _compute(
     if attack is not None and attack.perturbs_gradient:
         noise_std = float(getattr(attack, "std", noise_std))
     rows = list(range(len(own)))
+    seeds = _compute_seeds(instruction, own)
     num_examples = sum(int(y.shape[0]) for _, y in batches)
     rng = attack_hook.rng if attack_hook is not None else np.random.default_rng(0)
     if instruction.payload == contract.PAYLOAD_GRADIENT:
         gradients, losses = partition_gradients(
-            model, batches, loss_fn=loss_fn, parameters=parameters, targets_fn=targets_fn
+            model,
+            batches,
+            loss_fn=loss_fn,
+            parameters=parameters,
+            targets_fn=targets_fn,
+            seeds=seeds,
         )
         payload = gradients.mean(dim=0).numpy().astype(np.float32)
         if attack is not None and attack.perturbs_gradient:
@@ -325,6 +358,7 @@ def _compute(
             noise_seed=_noise_seed(instruction.seed, instruction.step, instruction.worker_index),
             mean_of=rows if one_bit else (),
             gradient_hook=signum,
+            seeds=seeds,
         )
         losses = result.losses
         if signum is not None:
@@ -448,6 +482,7 @@ def _apply_update(
         )
     if contract.ARRAYS in content.array_records:
         arrays = {k: v.numpy() for k, v in content.array_records[contract.ARRAYS].items()}
+        _write_aliases(arrays, instruction)
         if vote_mode:
             assert context is not None
             context.state[_STATE_MODEL] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
@@ -498,6 +533,7 @@ def _step_own_copy(
         weights = flatten_arrays([arrays[k] for k in keys])
         updated = optimizer.step(weights, direction, float(config[contract.UPDATE_LR]))  # type: ignore[arg-type]
         arrays.update(zip(keys, unflatten_arrays(updated, shapes), strict=True))
+        _write_aliases(arrays, instruction)
         assert optimizer.buf is not None
         context.state[_STATE_MOMENTUM] = ArrayRecord(
             {contract.MOMENTUM_BUFFER: Array(optimizer.buf)}
@@ -510,6 +546,19 @@ def _step_own_copy(
         raise _Resync("this node's copy of the model differs from the server's")
     context.state[_STATE_MODEL] = ArrayRecord({k: Array(v) for k, v in arrays.items()})
     return arrays
+
+
+def _write_aliases(arrays: dict[str, np.ndarray], instruction: TrainInstruction) -> None:
+    """Give every alias of a tied weight its voted key's array (one tensor, one value).
+
+    ``load_state_dict`` copies the names of a shared tensor one after the other, so a stale
+    alias written last would undo the update; every name therefore holds the same array.
+    """
+    for voted, aliases in instruction.tied_keys:
+        if voted not in arrays:
+            raise ContractError(f"tied key {voted!r} is not in the server's arrays")
+        for alias in aliases:
+            arrays[alias] = arrays[voted]
 
 
 def model_fingerprint(arrays: Mapping[str, np.ndarray], instruction: TrainInstruction) -> int:
@@ -570,6 +619,7 @@ def coded_train(
         if not isinstance(config, ConfigRecord):
             raise ContractError(f"train message has no ConfigRecord {contract.CONFIG!r}")
         instruction = TrainInstruction.from_config(config)
+        contract.check_tying(dict(instruction.tied_keys), contract.tied_keys(model))
         arrays = _apply_update(msg, instruction, context)
         state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
         try:

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fl_election.codes import CERTIFY_METHODS, CODE_FACTORIES, certify, create_code
+from fl_election.codes import CERTIFY_METHODS, CODE_FACTORIES, TIE_RULES, certify, create_code
 from fl_election.cost import round_cost
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -44,7 +44,7 @@ def _code_params(args: argparse.Namespace) -> dict[str, Any]:
     if kind == "deterministic":
         if args.b is None:
             raise ValueError("--kind deterministic needs --b")
-        return {"n": args.n, "b": args.b}
+        return {"n": args.n, "b": args.b, "tie_rule": args.tie_rule}
     if args.group is None:
         raise ValueError("--kind repetition needs --group")
     return {"n": args.n, "group": args.group}
@@ -55,7 +55,12 @@ def _run_code(args: argparse.Namespace) -> int:
     b = args.b if args.b is not None else 0
     # Certify before printing anything, so bad input leaves stdout empty.
     certificate = certify(
-        code, b, method=args.method, seed=args.seed, time_budget=args.time_budget
+        code,
+        b,
+        method=args.method,
+        seed=args.seed,
+        tie_rule=args.tie_rule,
+        time_budget=args.time_budget,
     )
     print(code)
     print(f"loads: {[int(x) for x in code.loads]}")
@@ -74,6 +79,13 @@ def _add_code_options(parser: argparse.ArgumentParser, default_kind: str) -> Non
     parser.add_argument("--redundancy", type=float, default=None, help="bernoulli target r")
     parser.add_argument("--seed", type=int, default=0, help="bernoulli / sampling seed")
     parser.add_argument("--group", type=int, default=None, help="repetition group size")
+    parser.add_argument(
+        "--tie-rule",
+        choices=TIE_RULES,
+        default="abstain",
+        help="what a tied worker sends: 'abstain' (2-bit uplink) or 'forced' (the 1-bit "
+        "uplink's tie-break, counted as a wrong vote); a deterministic code is built for it",
+    )
 
 
 def _register_code(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

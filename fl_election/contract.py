@@ -28,7 +28,11 @@ A **train message** (server to node) holds the model in one of two forms and the
   a different parameter order cannot misalign a vote. A name that is not a trainable
   parameter of the node's model (a frozen parameter, a buffer, a typo), or a total size
   that differs, is a :class:`ContractError` on the node, which replies with an error of
-  code :data:`CONTRACT_ERROR_CODE` naming the cause. :data:`TIE_RULE` says how a node whose
+  code :data:`CONTRACT_ERROR_CODE` naming the cause. :data:`TIED_KEYS` lists the model's tied
+  weights (each voted key and the other state-dict names sharing its tensor,
+  :func:`tied_keys`): the node refuses when its own model's tying differs, and writes every
+  update to each alias too, so no name of a shared tensor keeps a stale value.
+  :data:`TIE_RULE` says how a node whose
   partitions split evenly on a coordinate votes: ``"gradient"`` (the default: by the sign of
   its mean float gradient plus ``weight-decay`` times the weight, +1 where that is exactly
   0, so every vote is one bit) or ``"abstain"`` (a 0, sent in an abstain plane).
@@ -78,6 +82,7 @@ __all__ = [
     "SEED",
     "SERVER_ROUND",
     "STEP",
+    "TIED_KEYS",
     "VOTE",
     "VOTE_KEYS",
     "WORKER_INDEX",
@@ -105,6 +110,9 @@ __all__ = [
     "ContractError",
     "TrainInstruction",
     "buffer_keys",
+    "check_tying",
+    "normalize_tied_keys",
+    "tied_keys",
     "vote_keys",
 ]
 
@@ -146,6 +154,10 @@ PARTITION_BATCH_SIZE = "partition-batch-size"
 VOTE_KEYS = "vote-keys"
 #: Total number of scalars of :data:`VOTE_KEYS`: the vote's length ``d``.
 NUM_COORDINATES = "num-coordinates"
+#: The model's tied weights, as the server holds them (:func:`tied_keys`): a flat list of
+#: str pairs ``[voted, alias, voted, alias, ...]``, one pair per other state-dict name of a
+#: voted parameter's tensor. Empty (or absent) when nothing is tied.
+TIED_KEYS = "tied-keys"
 #: Names of the float buffers a reply carries in :data:`BUFFERS` (a list of str).
 BUFFER_KEYS = "buffer-keys"
 #: What the reply's :data:`VOTE` holds: :data:`PAYLOAD_SIGN_VOTE` or :data:`PAYLOAD_GRADIENT`.
@@ -280,6 +292,10 @@ class TrainInstruction:
         Signum's coefficient in ``[0, 1)``; 0 votes on plain gradients.
     dirichlet_alpha : float (default: 0.0)
         Label skew of the partitions (Dirichlet concentration); 0 means i.i.d.
+    tied_keys : tuple[tuple[str, tuple[str, ...]], ...] (default: ())
+        The server's tied weights: each voted key with the other state-dict names of its
+        tensor (:func:`tied_keys`, as pairs). The node refuses when its model ties
+        otherwise (:func:`check_tying`) and writes each voted array to its aliases.
     """
 
     server_round: int
@@ -299,6 +315,7 @@ class TrainInstruction:
     downlink: str = DOWNLINK_FULL
     worker_momentum: float = 0.0
     dirichlet_alpha: float = 0.0
+    tied_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -336,6 +353,13 @@ class TrainInstruction:
         overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
         if overlap:
             raise ContractError(f"{overlap} are both voted on and reported as buffers")
+        aliases = _aliases(dict(self.tied_keys))
+        overlap = sorted(set(aliases) & (set(self.vote_keys) | set(self.buffer_keys)))
+        if overlap:
+            raise ContractError(
+                f"{TIED_KEYS!r}: {overlap} are aliases of tied weights, so neither voted on "
+                "nor reported as buffers"
+            )
 
     def to_config(self) -> dict[str, int | float | str | list[int] | list[str]]:
         """Return the instruction as the flat mapping a ``ConfigRecord`` holds."""
@@ -357,6 +381,7 @@ class TrainInstruction:
             DOWNLINK: self.downlink,
             WORKER_MOMENTUM: self.worker_momentum,
             DIRICHLET_ALPHA: self.dirichlet_alpha,
+            TIED_KEYS: [name for v, names in self.tied_keys for a in names for name in (v, a)],
         }
 
     @classmethod
@@ -404,11 +429,154 @@ class TrainInstruction:
             downlink=str(config.get(DOWNLINK, DOWNLINK_FULL)),
             worker_momentum=_float(config, WORKER_MOMENTUM),
             dirichlet_alpha=_float(config, DIRICHLET_ALPHA),
+            tied_keys=_tied_from_config(config),
         )
 
 
+def normalize_tied_keys(
+    tied: Mapping[str, Iterable[str]],
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Return a tied-weights map as pairs ``(voted key, aliases)``, checked.
+
+    Raises
+    ------
+    ContractError
+        When a name is tied to two tensors, to itself, or is both a voted key and an alias.
+    """
+    pairs = tuple((str(voted), tuple(str(a) for a in names)) for voted, names in tied.items())
+    _aliases(dict(pairs))
+    return tuple((voted, names) for voted, names in pairs if names)
+
+
+def _aliases(tied: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """Return ``{alias: voted key}``; raise when a name stands for more than one tensor."""
+    aliases: dict[str, str] = {}
+    for voted, names in tied.items():
+        for alias in names:
+            if alias == voted or alias in aliases or alias in tied:
+                raise ContractError(
+                    f"{TIED_KEYS!r}: {alias!r} is tied to more than one tensor, or to itself"
+                )
+            aliases[alias] = voted
+    return aliases
+
+
+def _tied_from_config(config: Mapping[str, Any]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    value = config.get(TIED_KEYS, [])
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or len(value) % 2
+        or not all(isinstance(name, str) for name in value)
+    ):
+        raise ContractError(
+            f"train instruction {TIED_KEYS!r} must be a flat list of str pairs "
+            "[voted, alias, voted, alias, ...]"
+        )
+    tied: dict[str, list[str]] = {}
+    for voted, alias in zip(value[::2], value[1::2], strict=True):
+        tied.setdefault(voted, []).append(alias)
+    return normalize_tied_keys(tied)
+
+
 class _NamedParameters(Protocol):
-    def named_parameters(self) -> Iterable[tuple[str, Any]]: ...
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterable[tuple[str, Any]]: ...
+
+
+def _memory(parameter: Any) -> tuple[int, str] | None:
+    """Return where a tensor's data starts (``None`` without memory, e.g. on ``meta``)."""
+    try:
+        pointer = int(parameter.data_ptr())
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    return (pointer, str(parameter.device)) if pointer else None
+
+
+def _parameter_groups(model: _NamedParameters) -> list[tuple[str, Any, list[str]]]:
+    """Return each distinct parameter of ``model``: its first name, itself, its other names.
+
+    In ``named_parameters`` order, every name included (``remove_duplicate=False``), so a
+    parameter shared by several modules (tied weights, ``head.weight = emb.weight``) is one
+    entry named by its first name, with the others as aliases.
+
+    Raises
+    ------
+    ContractError
+        When two distinct parameters share memory: autograd would give each its own part of
+        the gradient, so no single vote could cover them.
+    """
+    groups: dict[int, tuple[str, Any, list[str]]] = {}
+    memory: dict[tuple[int, str], str] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        group = groups.get(id(parameter))
+        if group is not None:
+            group[2].append(name)
+            continue
+        where = _memory(parameter)
+        if where is not None:
+            if where in memory:
+                raise ContractError(
+                    f"parameters {memory[where]!r} and {name!r} are distinct tensors over the "
+                    "same memory: their gradients are computed apart; tie them as one "
+                    "parameter (e.g. head.weight = emb.weight)"
+                )
+            memory[where] = name
+        groups[id(parameter)] = (name, parameter, [])
+    return list(groups.values())
+
+
+def tied_keys(model: _NamedParameters) -> dict[str, tuple[str, ...]]:
+    """Return the tied weights of ``model``: each voted key with its tensor's other names.
+
+    A tensor shared by several modules (``head.weight = emb.weight``) is voted on once,
+    under its first name in ``named_parameters`` order (:func:`vote_keys`); the state dict
+    (and so the server's arrays) still holds it under every name. Pass the result as the
+    strategy's ``tied_keys``: the server then writes each update to every alias, and a node
+    whose model ties otherwise refuses (:func:`check_tying`). Duck-typed like
+    :func:`vote_keys`.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (its parameters' names, identities and ``requires_grad`` flags are read).
+
+    Returns
+    -------
+    dict[str, tuple[str, ...]]
+        ``{voted key: (alias, ...)}`` for every trainable parameter with more than one name
+        (state-dict names), in ``named_parameters`` order; empty when nothing is tied.
+    """
+    return {
+        first: tuple(aliases)
+        for first, parameter, aliases in _parameter_groups(model)
+        if aliases and parameter.requires_grad
+    }
+
+
+def check_tying(server: Mapping[str, Sequence[str]], node: Mapping[str, Sequence[str]]) -> None:
+    """Raise :class:`ContractError` naming the keys whose tying differs between the sides.
+
+    Parameters
+    ----------
+    server : Mapping[str, Sequence[str]]
+        The instruction's tied weights (:data:`TIED_KEYS`).
+    node : Mapping[str, Sequence[str]]
+        The node's model's, :func:`tied_keys`.
+    """
+    ours = {(alias, voted) for voted, names in server.items() for alias in names}
+    theirs = {(alias, voted) for voted, names in node.items() for alias in names}
+    if ours == theirs:
+        return
+    differ = sorted({name for pair in ours ^ theirs for name in pair})
+
+    def show(pairs: set[tuple[str, str]]) -> str:
+        return ", ".join(f"{a} = {v}" for a, v in sorted(pairs)) or "nothing more"
+
+    raise ContractError(
+        f"tied weights differ between the server and this node on {differ}: the server ties "
+        f"{show(ours - theirs)}, this node's model ties {show(theirs - ours)}; build the same "
+        "model on both sides and pass tied_keys=tied_keys(model) to the strategy"
+    )
 
 
 def vote_keys(model: _NamedParameters) -> list[str]:
@@ -416,7 +584,9 @@ def vote_keys(model: _NamedParameters) -> list[str]:
 
     Duck-typed on ``named_parameters()`` (a ``torch.nn.Module``), so the server can call it
     without this module importing torch. Frozen parameters (``requires_grad=False``) and
-    buffers are not voted on.
+    buffers are not voted on. A parameter shared by several modules (tied weights) is
+    listed once, under its first name in ``named_parameters`` order; its other names are
+    :func:`tied_keys`.
 
     Parameters
     ----------
@@ -428,7 +598,7 @@ def vote_keys(model: _NamedParameters) -> list[str]:
     list[str]
         The names to pass as the strategy's ``trainable_keys``.
     """
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    return [name for name, parameter, _ in _parameter_groups(model) if parameter.requires_grad]
 
 
 def buffer_keys(state_keys: Iterable[str], voted: Iterable[str]) -> list[str]:

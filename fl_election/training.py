@@ -16,13 +16,17 @@ returning a scalar tensor; cross-entropy by default.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional
 
+from fl_election import contract
 from fl_election.contract import ContractError
 
 __all__ = [
@@ -31,7 +35,9 @@ __all__ = [
     "TargetsFn",
     "evaluate",
     "partition_gradients",
+    "partition_seed",
     "partition_signs",
+    "shared_rng",
     "vote_parameters",
 ]
 
@@ -41,6 +47,111 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: ``targets_fn(targets, outputs) -> targets``: what the loss sees instead of the batch's
 #: targets (a label-flipping attack uses it; it sees the outputs to know the classes).
 TargetsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: The random streams of one partition at one step (:func:`partition_seed`): the forward
+#: and backward passes, the fetching of the samples (a ``Dataset``'s random transforms), the
+#: client's augmentation function. Distinct, so that the three draw independent numbers.
+SEED_STREAMS = {"compute": 1, "data": 2, "augment": 3}
+#: Last entropy word of :func:`partition_seed`: keeps its seeds apart from other
+#: ``SeedSequence([seed, step, ...])`` seeds of the library (the per-worker noise seed).
+_PARTITION_SEED_TAG = 0x5EED_0001
+
+
+def partition_seed(seed: int, step: int, partition: int, *, stream: str = "compute") -> int:
+    """Return the seed every holder of ``partition`` uses at ``step`` (shared randomness).
+
+    Election coding needs the honest holders of a partition to compute the same gradient
+    sign; dropout, stochastic depth, noise layers or random augmentation draw from torch's
+    generators, and unseeded they draw differently on every holder. Seeding them with this
+    value around the partition's computation makes every holder draw the same numbers. A
+    pure function of its arguments (NumPy's ``SeedSequence``, not Python's salted ``hash``),
+    so it is the same on every node, process and platform.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (the instruction's ``seed``), non-negative.
+    step : int
+        The training step, non-negative.
+    partition : int
+        The partition id, non-negative.
+    stream : str (default: "compute")
+        Which randomness: ``"compute"`` (forward and backward), ``"data"`` (fetching the
+        samples) or ``"augment"`` (the client's augmentation function); see
+        :data:`SEED_STREAMS`.
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**64)``, accepted by ``torch.Generator.manual_seed``.
+
+    Raises
+    ------
+    ValueError
+        When an argument is negative or not an integer, or ``stream`` is unknown.
+    """
+    words = []
+    for name, value in (("seed", seed), ("step", step), ("partition", partition)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        words.append(int(value))
+    if stream not in SEED_STREAMS:
+        raise ValueError(f"unknown stream {stream!r}; valid: {', '.join(SEED_STREAMS)}")
+    words += [SEED_STREAMS[stream], _PARTITION_SEED_TAG]
+    state = np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)
+    return int(state[0])
+
+
+@contextlib.contextmanager
+def shared_rng(
+    seed: int | None, devices: Iterable[torch.device] = (), *, python_and_numpy: bool = False
+) -> Iterator[None]:
+    """Run the block with torch's generators seeded by ``seed``, then restore them.
+
+    Seeds torch's CPU generator and the generator of every CUDA device in ``devices``
+    (inside ``torch.random.fork_rng``, so the caller's states come back afterwards, also
+    when the block raises). Generators of other accelerators are not seeded.
+
+    Parameters
+    ----------
+    seed : int | None
+        The seed (:func:`partition_seed`); ``None`` leaves every generator alone.
+    devices : Iterable[torch.device] (default: ())
+        Devices the block computes on; the CUDA ones among them are seeded too.
+    python_and_numpy : bool (default: False)
+        Also seed (and restore) Python's ``random`` and NumPy's global generator, which
+        some augmentation libraries draw from.
+
+    Yields
+    ------
+    None
+    """
+    if seed is None:
+        yield
+        return
+    cuda = sorted(
+        {
+            device.index if device.index is not None else torch.cuda.current_device()
+            for device in map(torch.device, devices)
+            if device.type == "cuda"
+        }
+    )
+    python_state = random.getstate() if python_and_numpy else None
+    numpy_state = np.random.get_state() if python_and_numpy else None  # noqa: NPY002
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed)
+            for index in cuda:
+                torch.cuda.default_generators[index].manual_seed(seed)
+            if python_and_numpy:
+                random.seed(seed)
+                np.random.seed(seed % 2**32)  # noqa: NPY002 (the global one, on purpose)
+            yield
+    finally:
+        if python_state is not None:
+            random.setstate(python_state)
+        if numpy_state is not None:
+            np.random.set_state(numpy_state)  # noqa: NPY002
 
 
 def vote_parameters(
@@ -53,8 +164,9 @@ def vote_parameters(
     model : torch.nn.Module
         The node's model.
     keys : Sequence[str] | None (default: None)
-        The vote's keys (the instruction's ``vote-keys``); ``None`` takes every trainable
-        parameter in ``named_parameters`` order.
+        The vote's keys (the instruction's ``vote-keys``); ``None`` takes
+        :func:`fl_election.contract.vote_keys` (every trainable parameter in
+        ``named_parameters`` order, a tied one once).
     num_coordinates : int | None (default: None)
         The vote's length the server expects; checked when given.
 
@@ -71,10 +183,16 @@ def vote_parameters(
     """
     parameters = dict(model.named_parameters())
     if keys is None:
-        keys = [name for name, p in parameters.items() if p.requires_grad]
+        keys = contract.vote_keys(model)
     chosen: list[torch.Tensor] = []
     for key in keys:
         if key not in parameters:
+            tied_to = [v for v, names in contract.tied_keys(model).items() if key in names]
+            if tied_to:
+                raise ContractError(
+                    f"vote key {key!r} is tied to {tied_to[0]!r} (one tensor): vote on it "
+                    "once (trainable_keys=vote_keys(model), tied_keys=tied_keys(model))"
+                )
             kind = "a buffer" if key in dict(model.named_buffers()) else "not in the model"
             raise ContractError(
                 f"vote key {key!r} is {kind}, not a trainable parameter; the server must "
@@ -130,6 +248,7 @@ def partition_signs(
     noise_seed: int = 0,
     mean_of: Sequence[int] = (),
     gradient_hook: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> PartitionSigns:
     """Compute the sign of the gradient of every batch (one batch per held partition).
 
@@ -165,6 +284,11 @@ def partition_signs(
     gradient_hook : Callable[[int, torch.Tensor], torch.Tensor] | None (default: None)
         ``hook(row, gradient) -> vector`` whose sign is taken instead of the gradient's
         (worker-side momentum keeps a moving average per partition this way).
+    seeds : Sequence[int] | None (default: None)
+        One seed per batch (:func:`partition_seed`): torch's generators are seeded with it
+        around the batch's forward and backward passes (:func:`shared_rng`), so dropout and
+        other random layers draw the same on every holder of the partition, and restored
+        afterwards; ``None`` draws from the caller's generators.
 
     Returns
     -------
@@ -172,6 +296,7 @@ def partition_signs(
         The ``L x d`` int8 signs (on the CPU), the losses and the number of samples.
     """
     _check_batches(batches)
+    _check_seeds(seeds, batches)
     if not noise_std >= 0.0:
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
     chosen = list(parameters) if parameters is not None else vote_parameters(model)
@@ -185,7 +310,8 @@ def partition_signs(
     averaged = set(mean_of)
     total: torch.Tensor | None = None
     for row, (x, y) in enumerate(batches):
-        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn)
+        seed = None if seeds is None else seeds[row]
+        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn, seed)
         losses.append(loss)
         num_examples += int(y.shape[0])
         if generator is not None:
@@ -210,6 +336,7 @@ def partition_gradients(
     loss_fn: LossFn = functional.cross_entropy,
     parameters: Sequence[torch.Tensor] | None = None,
     targets_fn: TargetsFn | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Compute the full float32 gradient of every batch (for the FGM baseline).
 
@@ -225,6 +352,9 @@ def partition_gradients(
         The parameters whose gradients form the vector; ``None`` takes every trainable one.
     targets_fn : TargetsFn | None (default: None)
         Replaces the targets the loss sees (``targets_fn(y, outputs)``).
+    seeds : Sequence[int] | None (default: None)
+        One seed per batch, as in :func:`partition_signs`; ``None`` draws from the
+        caller's generators.
 
     Returns
     -------
@@ -232,11 +362,13 @@ def partition_gradients(
         The ``L x d`` float32 gradients (on the CPU) and the mean loss of each batch.
     """
     _check_batches(batches)
+    _check_seeds(seeds, batches)
     chosen = list(parameters) if parameters is not None else vote_parameters(model)
     gradients = torch.empty((len(batches), sum(p.numel() for p in chosen)), dtype=torch.float32)
     losses: list[float] = []
     for row, (x, y) in enumerate(batches):
-        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn)
+        seed = None if seeds is None else seeds[row]
+        loss, gradient = _batch_gradient(model, x, y, loss_fn, chosen, targets_fn, seed)
         losses.append(loss)
         gradients[row].copy_(gradient)
     model.zero_grad(set_to_none=True)
@@ -299,19 +431,26 @@ def _batch_gradient(
     loss_fn: LossFn,
     parameters: Sequence[torch.Tensor],
     targets_fn: TargetsFn | None,
+    seed: int | None = None,
 ) -> tuple[float, torch.Tensor]:
-    """Loss on one batch (training mode) and the flat float32 gradient of ``parameters``."""
+    """Loss on one batch (training mode) and the flat float32 gradient of ``parameters``.
+
+    With a ``seed``, the forward and backward passes draw from torch's generators seeded
+    with it (:func:`shared_rng`), and the caller's generator states are restored.
+    """
     device = _model_device(model)
     model.train()
     model.zero_grad(set_to_none=True)
-    outputs = model(x.to(device))
-    targets = y.to(device)
-    if targets_fn is not None:
-        targets = targets_fn(targets, outputs)
-    loss = loss_fn(outputs, targets)
-    if loss.ndim != 0:
-        raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
-    loss.backward()  # type: ignore[no-untyped-call]
+    devices = {p.device for p in model.parameters()} if seed is not None else set()
+    with shared_rng(seed, devices):
+        outputs = model(x.to(device))
+        targets = y.to(device)
+        if targets_fn is not None:
+            targets = targets_fn(targets, outputs)
+        loss = loss_fn(outputs, targets)
+        if loss.ndim != 0:
+            raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
+        loss.backward()  # type: ignore[no-untyped-call]
     pieces = [
         p.grad.detach().reshape(-1).to(torch.float32)
         if p.grad is not None
@@ -326,6 +465,11 @@ def _model_device(model: nn.Module) -> torch.device:
     for parameter in model.parameters():
         return parameter.device
     raise ValueError("model has no parameters")
+
+
+def _check_seeds(seeds: Sequence[int] | None, batches: Sequence[Batch]) -> None:
+    if seeds is not None and len(seeds) != len(batches):
+        raise ValueError(f"seeds must hold one seed per batch: {len(seeds)} for {len(batches)}")
 
 
 def _check_batches(batches: Sequence[Batch]) -> None:

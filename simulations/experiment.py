@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from logging import INFO
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from fl_election.config import FLOWER_AGGREGATIONS, RunConfig
-from fl_election.contract import vote_keys
+from fl_election.contract import tied_keys, vote_keys
 from fl_election.data import load_dataset
 from fl_election.models import create_model
 from fl_election.strategies import (
@@ -51,8 +51,12 @@ def output_dir(cfg: RunConfig) -> Path:
     return path
 
 
-def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrategy:
-    """Return the strategy the config asks for."""
+def build_strategy(
+    cfg: RunConfig,
+    trainable_keys: list[str],
+    tied: Mapping[str, Sequence[str]] | None = None,
+) -> DirectionStrategy:
+    """Return the strategy the config asks for (``tied``: the model's :func:`tied_keys`)."""
     common: dict[str, Any] = {
         "lr": cfg.lr,
         "lr_milestones": cfg.milestones,
@@ -74,6 +78,7 @@ def build_strategy(cfg: RunConfig, trainable_keys: list[str]) -> DirectionStrate
         "worker_momentum": cfg.worker_momentum,
         "dirichlet_alpha": cfg.dirichlet_alpha,
         "trainable_keys": trainable_keys,
+        "tied_keys": tied,
         "evaluate_every": cfg.client_eval_every,
     }
     if cfg.aggregation == "fgm":
@@ -102,7 +107,7 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
     torch.set_num_threads(cfg.num_threads)
     splits = load_dataset(cfg.dataset, root=cfg.data_root or None, download=cfg.download)
     model = create_model(cfg.model, splits.input_shape, splits.num_classes, seed=cfg.seed)
-    strategy = build_strategy(cfg, vote_keys(model))
+    strategy = build_strategy(cfg, vote_keys(model), tied_keys(model))
     code = cfg.allocation_code()
     byzantine = cfg.byzantine_workers() if cfg.attack != "none" else ()
     if cfg.byzantine_selection == "node-config":

@@ -6,7 +6,7 @@ paper's float baseline; ``FlowerRobust`` runs Flower's own FedAvg, Krum, MultiKr
 FedMedian or FedTrimmedAvg in the same harness. All are siblings over ``DirectionStrategy``.
 """
 
-from fl_election.contract import vote_keys
+from fl_election.contract import tied_keys, vote_keys
 
 from .base import DirectionStrategy, ParsedReply, QuorumError, RejectedReply
 from .election_coding import ElectionCoding
@@ -23,5 +23,6 @@ __all__ = [
     "QuorumError",
     "RejectedReply",
     "create_flower_aggregator",
+    "tied_keys",
     "vote_keys",
 ]

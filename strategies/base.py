@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any, ClassVar
@@ -117,6 +117,12 @@ class DirectionStrategy(FedAvg):
     buffer_keys : Sequence[str] | None (default: None)
         Float arrays nodes report after their forward passes, aggregated by coordinate-wise
         median; ``None`` takes the batch-norm running statistics not voted on.
+    tied_keys : Mapping[str, Sequence[str]] | None (default: None)
+        Tied weights (:func:`fl_election.contract.tied_keys`): each voted key with the
+        other state-dict names of its tensor (``{"emb.weight": ("head.weight",)}``). The
+        server writes each update to every alias, so the arrays agree with each other, and
+        sends the map to the nodes: a node whose model ties otherwise refuses, naming the
+        keys. ``None``: nothing is tied.
     crash_budget : int (default: 0)
         ``c``: honest rows that may fail (crash, time out) on top of the ``b`` Byzantine
         ones. A round is applied when at most ``f = b + c`` expected rows gave no accepted
@@ -186,6 +192,7 @@ class DirectionStrategy(FedAvg):
         batch_size: int = 240,
         trainable_keys: Sequence[str] | None = None,
         buffer_keys: Sequence[str] | None = None,
+        tied_keys: Mapping[str, Sequence[str]] | None = None,
         crash_budget: int = 0,
         fault_rule: str = "budget",
         certify_time_budget: float | None = DEFAULT_CERTIFY_TIME_BUDGET,
@@ -253,6 +260,7 @@ class DirectionStrategy(FedAvg):
         self.trainable_keys = list(trainable_keys) if trainable_keys is not None else None
         self._default_keys = trainable_keys is None
         self.buffer_keys = list(buffer_keys) if buffer_keys is not None else None
+        self.tied_keys = dict(contract.normalize_tied_keys(tied_keys or {}))
         if max_resyncs < 0 or resync_window < 1:
             raise ValueError(
                 f"max_resyncs must be >= 0 and resync_window >= 1, got {max_resyncs} and "
@@ -480,16 +488,25 @@ class DirectionStrategy(FedAvg):
 
     def _read_layout(self, arrays: ArrayRecord) -> None:
         """Fix the round's vote keys, buffer keys and shapes from the model's arrays."""
+        aliases = {a: v for v, names in self.tied_keys.items() for a in names}
         if self.trainable_keys is None:
             self.trainable_keys = [
                 key
                 for key, array in arrays.items()
                 if np.issubdtype(np.dtype(array.dtype), np.floating)
                 and not key.endswith(contract.BUFFER_SUFFIXES)
+                and key not in aliases
             ]
         missing = [key for key in self.trainable_keys if key not in arrays]
         if missing:
             raise ContractError(f"trainable_keys {missing} are not in the model's arrays")
+        bad = sorted(
+            f"{a} = {v}"
+            for a, v in aliases.items()
+            if a not in arrays or v not in arrays or arrays[a].shape != arrays[v].shape
+        )
+        if bad:
+            raise ContractError(f"tied_keys {bad} are not arrays of one shape in the model")
         if self.buffer_keys is None:
             self.buffer_keys = contract.buffer_keys(arrays.keys(), self.trainable_keys)
         missing = [key for key in self.buffer_keys if key not in arrays]
@@ -524,6 +541,7 @@ class DirectionStrategy(FedAvg):
             downlink=self.downlink,
             worker_momentum=self.worker_momentum,
             dirichlet_alpha=self.dirichlet_alpha,
+            tied_keys=tuple(self.tied_keys.items()),
         )
 
     # ------------------------------------------------------------------ training
@@ -879,6 +897,9 @@ class DirectionStrategy(FedAvg):
         new_trainable = dict(
             zip(self.trainable_keys, unflatten_arrays(updated, self._trainable_shapes), strict=True)
         )
+        for voted, aliases in self.tied_keys.items():  # one tensor: every name moves with it
+            if voted in new_trainable:
+                new_trainable.update(dict.fromkeys(aliases, new_trainable[voted]))
         new_arrays = ArrayRecord()
         for key, array in self._arrays.items():
             if key in new_trainable:

@@ -118,3 +118,17 @@ def test_code_certificate_obeys_a_time_budget(capsys: pytest.CaptureFixture[str]
     assert "UNKNOWN" in out or "PROVEN" in out, out
     assert main([*args, "--b", "3", "--time-budget", "0"]) == 2
     assert "time_budget" in capsys.readouterr().err
+
+
+def test_code_tie_rule_builds_and_certifies_for_the_forced_rule(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["code", "--kind", "deterministic", "--n", "7", "--b", "1"]) == 0
+    abstain = capsys.readouterr().out
+    assert (
+        main(["code", "--kind", "deterministic", "--n", "7", "--b", "1", "--tie-rule", "forced"])
+        == 0
+    )
+    forced = capsys.readouterr().out
+    assert "ties forced" in forced and "perfectly 1-tolerant" in forced
+    assert "ties abstain" in abstain and forced != abstain
