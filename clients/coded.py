@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from logging import WARNING
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -42,23 +43,26 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import Mod
+from flwr.common.logger import log
 from torch import nn
 from torch.utils.data import Dataset
 from torch.utils.data import default_collate as _default_collate
 
 from fl_election import contract
-from fl_election.attacks import forge_float_gradient
+from fl_election.attacks import LabelFlipAttack, forge_float_gradient
 from fl_election.audit import sanitize
 from fl_election.contract import ContractError, TrainInstruction
 from fl_election.data import (
     dirichlet_partition_indices,
-    flip_targets,
     partition_indices,
     step_batch,
 )
 from fl_election.optim import SignMomentumSGD, fingerprint, flatten_arrays, unflatten_arrays
 from fl_election.training import (
     LossFn,
+    OutputsFn,
+    TargetsFn,
+    model_logits,
     partition_gradients,
     partition_seed,
     partition_signs,
@@ -79,8 +83,10 @@ __all__ = [
 ]
 
 #: One partition's samples or the whole training set: a pair of tensors ``(x, y)`` indexed
-#: along the first axis, or a map-style ``torch.utils.data.Dataset`` of ``(x, y)`` items.
-Samples: TypeAlias = tuple[torch.Tensor, torch.Tensor] | Dataset[Any]
+#: along the first axis, or anything map-style (``len`` and integer indexing: a list of
+#: samples, a ``torch.utils.data.Dataset``) whose samples are ``(x, y)`` pairs, or dicts
+#: read with ``keys=(input_key, target_key)``.
+Samples: TypeAlias = tuple[torch.Tensor, torch.Tensor] | Dataset[Any] | Sequence[Any]
 #: The training data of a node: the whole training set (identical on every node; the
 #: library cuts it into the code's k partitions with the run's seed), or a mapping from
 #: partition id to that partition's samples (a deployment where a node stores only the
@@ -91,6 +97,167 @@ TrainData: TypeAlias = Samples | Mapping[int, Samples]
 AugmentFn: TypeAlias = Callable[[torch.Tensor, int, int, int], torch.Tensor]
 
 _default_collate_fn: Callable[[list[Any]], Any] = _default_collate
+
+
+class _KeyedSamples(Dataset[tuple[Any, Any]]):
+    """Dict samples read as ``(sample[input_key], sample[target_key])`` pairs."""
+
+    def __init__(self, source: Any, keys: tuple[str, str]) -> None:
+        self.source = source
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self.source[index]
+        return sample[self.keys[0]], sample[self.keys[1]]
+
+
+#: Data already checked by :func:`_prepare`, by identity: (data, keys, what to train on).
+_PREPARED: dict[int, tuple[Any, Any, Any]] = {}
+
+
+def _is_data(source: Any) -> bool:
+    """Whether ``source`` is data (not a function of the node's context returning data)."""
+    if isinstance(source, (tuple, list, Mapping, Dataset)):
+        return True
+    return hasattr(source, "__getitem__") and hasattr(source, "__len__")
+
+
+def _prepare(data: Any, keys: tuple[str, str] | None, *, partitions: bool = True) -> Any:
+    """Check ``data`` once (one fetch) and return what the node trains on.
+
+    Dict samples are wrapped to yield ``(x, y)`` pairs; other data comes back as it is.
+    Checked data is remembered by identity, so a node pays the check once.
+
+    Raises
+    ------
+    ContractError
+        A ``ValueError`` naming what is wrong with the data and the fix.
+    """
+    entry = _PREPARED.get(id(data))
+    if entry is not None and entry[0] is data and entry[1] == keys:
+        return entry[2]
+    if keys is not None and (
+        not isinstance(keys, (tuple, list))
+        or len(keys) != 2
+        or not all(isinstance(k, str) for k in keys)
+    ):
+        raise ContractError(f"keys must be a pair of str (input key, target key), got {keys!r}")
+    if partitions and isinstance(data, Mapping) and not _is_dict_sample_source(data):
+        if not data:
+            raise ContractError("training data is an empty mapping of partitions")
+        prepared: Any = {}
+        for partition, samples in data.items():
+            if isinstance(partition, bool) or not isinstance(partition, (int, np.integer)):
+                raise ContractError(
+                    "a mapping as training data maps partition ids (int) to samples, got key "
+                    f"{partition!r}"
+                )
+            try:
+                prepared[int(partition)] = _prepare(samples, keys, partitions=False)
+            except ContractError as error:
+                raise ContractError(f"partition {partition}: {error}") from error
+    else:
+        prepared = _check_samples(data, keys)
+    if len(_PREPARED) >= 64:
+        _PREPARED.clear()
+    _PREPARED[id(data)] = (data, keys, prepared)
+    return prepared
+
+
+def _is_dict_sample_source(data: Mapping[Any, Any]) -> bool:
+    # A mapping keyed by str (a columnar dict, {"x": ..., "y": ...}) is not a partition map.
+    return any(isinstance(key, str) for key in data)
+
+
+def _check_samples(samples: Any, keys: tuple[str, str] | None) -> Any:
+    """Check one sample set and return it (dict samples wrapped); see :func:`_prepare`."""
+    if isinstance(samples, tuple):
+        kinds = ", ".join(type(part).__name__ for part in samples)
+        if len(samples) != 2 or not all(isinstance(part, torch.Tensor) for part in samples):
+            raise ContractError(
+                f"a tuple as data must be (x, y) tensors, got ({kinds}): convert them with "
+                "torch.as_tensor, or pass a list of (x, y) samples or a Dataset"
+            )
+        x, y = samples
+        if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
+            raise ContractError(
+                "tensor data (x, y) must hold the same positive number of samples along the "
+                f"first axis, got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        return samples
+    if not _is_data(samples) or isinstance(samples, (str, bytes)):
+        raise ContractError(
+            f"data must be (x, y) tensors, a list of (x, y) samples or a map-style Dataset "
+            f"(len and integer indexing), got a {type(samples).__name__}"
+        )
+    try:
+        count = len(samples)
+    except TypeError as error:
+        raise ContractError(
+            f"data of type {type(samples).__name__} has no length: an iterable-style "
+            "Dataset cannot be sliced per partition; use a map-style one (__len__, "
+            "__getitem__)"
+        ) from error
+    if count == 0:
+        raise ContractError(f"data ({type(samples).__name__}) is empty")
+    with shared_rng(0, python_and_numpy=True):  # random transforms must not move any RNG
+        try:
+            first = samples[0]
+        except Exception as error:
+            raise ContractError(
+                f"cannot fetch sample 0 of the data ({type(samples).__name__}): "
+                f"{sanitize(error, 200)}"
+            ) from error
+        if keys is None:
+            if isinstance(first, Mapping):
+                raise ContractError(
+                    f"the data yields dict samples (keys {sorted(map(str, first))}): pass "
+                    "keys=(input_key, target_key), e.g. keys=('x', 'y'), to coded_client_app "
+                    "/ coded_train"
+                )
+            if not isinstance(first, (tuple, list)) or len(first) != 2:
+                raise ContractError(
+                    f"the data's samples must be (x, y) pairs, got a {type(first).__name__}"
+                    + (f" of length {len(first)}" if isinstance(first, (tuple, list)) else "")
+                    + ": yield (x, y), or dicts read with keys=(input_key, target_key)"
+                )
+            adapted: Any = samples
+        else:
+            if not isinstance(first, Mapping):
+                raise ContractError(
+                    f"keys={tuple(keys)!r} reads dict samples, but the data yields a "
+                    f"{type(first).__name__}: leave keys=None for (x, y) samples"
+                )
+            missing = [key for key in keys if key not in first]
+            if missing:
+                raise ContractError(
+                    f"the data's dict samples have no key {missing[0]!r} (they have "
+                    f"{sorted(map(str, first))}): pass keys=(input_key, target_key) naming two "
+                    "of them"
+                )
+            adapted = _KeyedSamples(samples, (keys[0], keys[1]))
+        try:
+            x, y = _take(adapted, np.arange(min(2, count), dtype=np.int64))
+        except Exception as error:
+            raise ContractError(
+                "the data's samples do not batch into (x, y) tensors with torch's "
+                f"default_collate: {sanitize(error, 200)}"
+            ) from error
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise ContractError(
+            f"the data's samples batch into ({type(x).__name__}, {type(y).__name__}), not "
+            "(x, y) tensors: yield tensors (or numbers / NumPy arrays)"
+        )
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise ContractError(
+            f"the data's samples batch into x of shape {tuple(x.shape)} and y of shape "
+            f"{tuple(y.shape)}: x and y need one row per sample"
+        )
+    return adapted
+
 
 #: Records of the node state (``context.state``) under ``downlink = "vote"``.
 _STATE_MODEL = "fl-election.model"
@@ -114,6 +281,8 @@ _SKEWED_SHARDS: dict[tuple[int, int, int, int, float], tuple[np.ndarray, ...]] =
 def _skewed_shards(samples: Samples, k: int, seed: int, alpha: float) -> tuple[np.ndarray, ...]:
     """Label-skewed shards of ``samples`` (cached per data object, k, seed and alpha)."""
     labels_source = samples[1] if isinstance(samples, tuple) else samples
+    if isinstance(labels_source, _KeyedSamples):
+        labels_source = labels_source.source
     key = (id(labels_source), _num_samples(samples), k, seed, alpha)
     if key not in _SKEWED_SHARDS:
         if isinstance(samples, tuple):
@@ -307,6 +476,8 @@ def _compute(
     noise_std: float,
     context: Context | None,
     model_key: int,
+    outputs_fn: OutputsFn | None = None,
+    label_flip_fn: TargetsFn | None = None,
 ) -> _Computed:
     """Gradients of the held partitions, then the vote (or the float gradient).
 
@@ -314,13 +485,20 @@ def _compute(
     (:func:`_everyone`, shared by colluding Byzantines of one process).
     """
     parameters = vote_parameters(model, instruction.vote_keys, instruction.num_coordinates)
+    _check_float32(zip(instruction.vote_keys, parameters, strict=True))
     attack = attack_hook.attack if attack_hook is not None else None
     own = list(instruction.partition_ids)
     batches = _batches(data, instruction, own, augment)
     known = None
     if attack is not None and attack.needs_sign_sum:
         known = _everyone(model, loss_fn, data, instruction, augment, parameters, model_key)
-    targets_fn = flip_targets if attack is not None and attack.poisons_data else None
+    targets_fn: TargetsFn | None = None
+    if attack is not None and attack.poisons_data:
+        flip = label_flip_fn if label_flip_fn is not None else LabelFlipAttack.flip
+
+        def targets_fn(targets: torch.Tensor, outputs: Any) -> torch.Tensor:
+            return flip(targets, model_logits(outputs, outputs_fn))
+
     if attack is not None and attack.perturbs_gradient:
         noise_std = float(getattr(attack, "std", noise_std))
     rows = list(range(len(own)))
@@ -378,6 +556,22 @@ def _compute(
     if attack_hook is not None:
         attack_hook.used = True
     return _Computed(vote=vote, losses=losses, num_examples=num_examples)
+
+
+def _check_float32(parameters: Any) -> None:
+    """Refuse voted parameters that are not float32 (the votes and the server are float32)."""
+    wrong = [
+        f"{key} ({str(p.dtype).removeprefix('torch.')})"
+        for key, p in parameters
+        if p.dtype != torch.float32
+    ]
+    if wrong:
+        raise ContractError(
+            f"the model's trainable parameters must be float32, got {', '.join(wrong[:5])}"
+            + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
+            + ": election coding votes on, and the server steps, float32 weights; call "
+            "model.float() (the dtype is refused rather than converted silently)"
+        )
 
 
 def _signum_hook(
@@ -580,6 +774,9 @@ def coded_train(
     context: Context | None = None,
     augment: AugmentFn | None = None,
     noise_std: float = 0.0,
+    keys: tuple[str, str] | None = None,
+    outputs_fn: OutputsFn | None = None,
+    label_flip_fn: TargetsFn | None = None,
 ) -> Message:
     """Answer one election-coded train message: the node's vote, buffers and metrics.
 
@@ -595,8 +792,10 @@ def coded_train(
         ``loss_fn(outputs, targets)`` returning a scalar tensor, e.g.
         ``torch.nn.BCEWithLogitsLoss()``.
     data : TrainData
-        The training set (tensors ``(x, y)`` or a ``Dataset``), the same on every node, or
-        a mapping from partition id to that partition's samples.
+        The training set (tensors ``(x, y)``, a list of ``(x, y)`` samples or a map-style
+        ``Dataset``), the same on every node, or a mapping from partition id to that
+        partition's samples. Checked on first use (one fetch); unusable data gets a
+        contract-error reply naming the cause and the fix.
     context : Context | None (default: None)
         The node's context; needed under ``downlink = "vote"``, where the node keeps the
         model and the momentum in ``context.state`` and the server sends only updates.
@@ -604,6 +803,15 @@ def coded_train(
         Seeded augmentation of each slice.
     noise_std : float (default: 0.0)
         Gaussian noise added to every gradient before its sign (noisy computation).
+    keys : tuple[str, str] | None (default: None)
+        For dict samples, ``(input_key, target_key)``; ``None``: samples are ``(x, y)``.
+    outputs_fn : OutputsFn | None (default: None)
+        Where the logits are in the model's outputs, for label flipping
+        (:func:`fl_election.training.model_logits`; the loss sees the raw outputs).
+    label_flip_fn : TargetsFn | None (default: None)
+        ``label_flip_fn(targets, logits) -> targets``, the flip of a label-flipping
+        Byzantine; ``None`` flips class labels and 0/1 targets and refuses others
+        (:meth:`fl_election.attacks.LabelFlipAttack.flip`).
 
     Returns
     -------
@@ -619,6 +827,7 @@ def coded_train(
         if not isinstance(config, ConfigRecord):
             raise ContractError(f"train message has no ConfigRecord {contract.CONFIG!r}")
         instruction = TrainInstruction.from_config(config)
+        data = _prepare(data, keys)
         contract.check_tying(dict(instruction.tied_keys), contract.tied_keys(model))
         arrays = _apply_update(msg, instruction, context)
         state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in arrays.items()}
@@ -639,6 +848,8 @@ def coded_train(
             noise_std,
             context,
             model_key=model_fingerprint(arrays, instruction),
+            outputs_fn=outputs_fn,
+            label_flip_fn=label_flip_fn,
         )
         buffers = _buffers(model, instruction.buffer_keys)
     except _Resync as error:
@@ -667,13 +878,21 @@ def coded_train(
 
 
 def evaluate_model(
-    model: nn.Module, loss_fn: LossFn, samples: Samples, batch_size: int = 1024
+    model: nn.Module,
+    loss_fn: LossFn,
+    samples: Samples,
+    batch_size: int = 1024,
+    *,
+    keys: tuple[str, str] | None = None,
+    outputs_fn: OutputsFn | None = None,
 ) -> dict[str, float]:
     """Return the mean loss and the accuracy of ``model`` on ``samples``.
 
-    Accuracy is the argmax over outputs with two or more columns, ``output > 0`` for a
-    single logit.
+    The loss sees the model's raw outputs; accuracy reads the logits
+    (:func:`fl_election.training.model_logits` with ``outputs_fn``): the argmax over two or
+    more columns, ``logit > 0`` for a single logit. ``keys`` reads dict samples.
     """
+    samples = _prepare(samples, keys, partitions=False)
     total = _num_samples(samples)
     if total == 0:
         raise ValueError("test data is empty")
@@ -689,10 +908,11 @@ def evaluate_model(
                 x, y = x.to(device), y.to(device)
                 outputs = model(x)
                 loss_sum += float(loss_fn(outputs, y)) * len(index)
-                if outputs.ndim >= 2 and outputs.shape[-1] >= 2:
-                    predicted = outputs.argmax(dim=-1)
+                logits = model_logits(outputs, outputs_fn)
+                if logits.ndim >= 2 and logits.shape[-1] >= 2:
+                    predicted = logits.argmax(dim=-1)
                 else:
-                    predicted = (outputs.reshape(y.shape) > 0).to(y.dtype)
+                    predicted = (logits.reshape(y.shape) > 0).to(y.dtype)
                 correct += int((predicted == y).sum())
     finally:
         model.train(was_training)
@@ -713,6 +933,9 @@ def coded_client_app(
     augment: AugmentFn | None = None,
     noise_std: float = 0.0,
     device: torch.device | str | None = None,
+    keys: tuple[str, str] | None = None,
+    outputs_fn: OutputsFn | None = None,
+    label_flip_fn: TargetsFn | None = None,
 ) -> ClientApp:
     """Build an election-coded ClientApp from a model, a loss and data.
 
@@ -720,12 +943,17 @@ def coded_client_app(
     ----------
     model : torch.nn.Module | Callable[[Context], torch.nn.Module]
         The model, or a function of the node's context returning it (called once per
-        node and process).
+        node and process). Its trainable parameters must be float32 (``model.float()``);
+        another dtype is refused, here or in the node's first reply, never converted.
     loss_fn : LossFn
-        ``loss_fn(outputs, targets)``, a scalar tensor.
+        ``loss_fn(outputs, targets)``, a scalar tensor; it gets the model's raw outputs.
     data : TrainData | Callable[[Context], TrainData]
         The training data, or a function of the node's context returning it (called once
-        per node and process).
+        per node and process). Data given here is checked now (one sample fetched and
+        batched): unusable data raises ``ValueError`` with the fix. A function's data is
+        checked at the node's first train message, whose reply is then one contract
+        error naming the cause and the fix (the server stops in round 1 when every
+        node's is).
     test_data : Samples | Callable[[Context], Samples] | None (default: None)
         Data for federated evaluation (loss and accuracy); without it the app has no
         evaluate handler.
@@ -737,12 +965,51 @@ def coded_client_app(
         Gaussian noise added to every gradient before its sign.
     device : torch.device | str | None (default: None)
         Where to compute; ``None`` uses CUDA when torch sees one (:func:`default_device`).
+    keys : tuple[str, str] | None (default: None)
+        For data (train and test) whose samples are dicts, ``(input_key, target_key)``;
+        ``None``: samples are ``(x, y)`` pairs.
+    outputs_fn : OutputsFn | None (default: None)
+        Where the logits are in the model's outputs, for label flipping and accuracy;
+        ``None`` applies :func:`fl_election.training.model_logits`'s rule (a tensor as it
+        is, a tuple or list its element 0, a dict its ``"logits"``). The loss always gets
+        the raw outputs.
+    label_flip_fn : TargetsFn | None (default: None)
+        ``label_flip_fn(targets, logits) -> targets`` for a label-flipping Byzantine;
+        needed for targets that are not class labels or 0/1 (regression), which are
+        refused otherwise.
 
     Returns
     -------
     ClientApp
         The app; its train handler is :func:`coded_train`.
+
+    Raises
+    ------
+    ValueError
+        When the data, the test data or the model given here cannot be used (the message
+        names the cause and the fix).
     """
+    if not _is_data(data) and not callable(data):
+        raise ValueError(
+            f"coded_client_app: data must be training data or a function of the node's "
+            f"Context returning it, got a {type(data).__name__}"
+        )
+    if test_data is not None and not _is_data(test_data) and not callable(test_data):
+        raise ValueError(
+            f"coded_client_app: test_data must be samples or a function of the node's "
+            f"Context returning them, got a {type(test_data).__name__}"
+        )
+    try:
+        if _is_data(data):
+            _prepare(data, keys)
+        if test_data is not None and _is_data(test_data):
+            _prepare(test_data, keys, partitions=False)
+        if isinstance(model, nn.Module):
+            _check_float32(
+                (key, p) for key, p in model.named_parameters() if p.dtype.is_floating_point
+            )
+    except ContractError as error:
+        raise ValueError(f"coded_client_app: {error}") from error
     app = ClientApp()
     target = torch.device(device) if device is not None else default_device()
     # Plain dicts, no locks: Flower's simulation pickles the app for its Ray workers, and
@@ -756,15 +1023,26 @@ def coded_client_app(
             models[context.node_id] = built.to(target)
         return models[context.node_id]
 
-    def node_data(context: Context, source: Any, key: int) -> Any:
+    def node_data(context: Context, source: Any, key: int, partitions: bool) -> Any:
+        """Return the node's data, checked (dict samples wrapped); ContractError if unusable."""
         if key not in datasets:
-            is_data = isinstance(source, (tuple, Dataset, Mapping))
-            datasets[key] = source if is_data else source(context)
+            loaded = source if _is_data(source) else source(context)
+            try:
+                datasets[key] = _prepare(loaded, keys, partitions=partitions)
+            except ContractError as error:
+                what = "training data" if partitions else "test data"
+                raise ContractError(
+                    f"the {what} returned by {getattr(source, '__name__', 'the data function')}"
+                    f"(context) cannot be used: {error}"
+                ) from error
         return datasets[key]
 
     @app.train(mods=list(mods))
     def train(msg: Message, context: Context) -> Message:
-        train_data = node_data(context, data, 2 * context.node_id)
+        try:
+            train_data = node_data(context, data, 2 * context.node_id, True)
+        except ContractError as error:
+            return contract_error(msg, error)
         return coded_train(
             msg,
             node_model(context),
@@ -773,6 +1051,8 @@ def coded_client_app(
             context=context,
             augment=augment,
             noise_std=noise_std,
+            outputs_fn=outputs_fn,
+            label_flip_fn=label_flip_fn,
         )
 
     if test_data is not None:
@@ -783,10 +1063,20 @@ def coded_client_app(
             arrays = msg.content[contract.ARRAYS]
             assert isinstance(arrays, ArrayRecord)
             net.load_state_dict(arrays.to_torch_state_dict())
-            samples = node_data(context, test_data, 2 * context.node_id + 1)
-            metrics: dict[str, int | float | list[int] | list[float]] = dict(
-                evaluate_model(net, loss_fn, samples)
-            )
+            try:
+                samples = node_data(context, test_data, 2 * context.node_id + 1, False)
+                metrics: dict[str, int | float | list[int] | list[float]] = dict(
+                    evaluate_model(net, loss_fn, samples, outputs_fn=outputs_fn)
+                )
+            except Exception as error:
+                # The server logs a failed evaluate reply at INFO only; say it loudly here.
+                log(
+                    WARNING,
+                    "node %d: client-side evaluation failed, no metrics: %s",
+                    context.node_id,
+                    sanitize(error, 300),
+                )
+                raise
             metrics["num-examples"] = _num_samples(samples)
             return Message(RecordDict({contract.METRICS: MetricRecord(metrics)}), reply_to=msg)
 

@@ -22,19 +22,28 @@ Which nodes are Byzantine, in this order:
    its ``attack`` key, else the mod's ``attack``; parameters from its ``attack-direction``,
    ``attack-z``, ``attack-std``, ``malformed-kind`` keys), one with ``byzantine=false``
    is honest;
-2. otherwise the mod's ``select(context, instruction)`` decides, if given;
+2. otherwise the mod's ``select(context, instruction)`` decides, if given (it may read the
+   node config itself, ``context.node_config``, e.g. a key of your own);
 3. otherwise the node is Byzantine when the mod has an ``attack`` and the node's code row
    (``worker-index``) is in ``rows``.
+
+One Byzantine mod per ClientApp: every mod built here already reads the node config, so
+stacking ``byzantine_mod`` with ``make_byzantine_mod(...)`` is refused on the first train
+message (the error reply says so). An attacking node logs its attack once per node: the
+flag lives in the node's ``context.state`` (key :data:`STATE_KEY`), which Flower keeps
+across messages even where every message starts a fresh ClientApp process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Error, Message, MessageType
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.supercore import log
 
@@ -47,6 +56,8 @@ from .attack_hook import ActiveAttack, attacking
 
 __all__ = [
     "SILENT_ERROR_CODE",
+    "STACKED_MODS_ERROR",
+    "STATE_KEY",
     "AttackSelector",
     "attack_from_node_config",
     "byzantine_mod",
@@ -108,19 +119,63 @@ def attack_from_node_config(
     )
 
 
-_ANNOUNCED: set[tuple[int, str]] = set()
+#: Key of the node's ``context.state`` record in which the mod notes what it has logged.
+STATE_KEY = "fl-election.byzantine-mod"
+
+#: Reason of the refusal when two Byzantine mods wrap the same ClientApp.
+STACKED_MODS_ERROR = (
+    "two Byzantine mods are stacked on this ClientApp: use one (make_byzantine_mod(...) "
+    "reads the node config too, like byzantine_mod)"
+)
+
+# Set while a Byzantine mod's call_next runs (the mods and the ClientApp share a thread).
+_INSIDE: ContextVar[bool] = ContextVar("fl_election_byzantine_mod_inside", default=False)
 
 
-def _announce_once(node: int, row: int, attack: str) -> None:
-    if (node, attack) not in _ANNOUNCED:
-        _ANNOUNCED.add((node, attack))
-        log(INFO, "Byzantine mod: node %d (code row %d) mounts attack %r", node, row, attack)
+@contextmanager
+def _only_mod() -> Iterator[None]:
+    """Mark a Byzantine mod's call as running; refuse a second mod inside it.
+
+    A module-level function (pickled by reference), so the mods built here stay picklable
+    for Flower's Ray simulation although the context variable itself is not.
+    """
+    if _INSIDE.get():
+        raise RuntimeError(STACKED_MODS_ERROR)
+    token = _INSIDE.set(True)
+    try:
+        yield
+    finally:
+        _INSIDE.reset(token)
 
 
-def _warn_once(node: int, message: str) -> None:
-    if (node, message) not in _ANNOUNCED:
-        _ANNOUNCED.add((node, message))
-        log(WARNING, "Byzantine mod: node %d: %s; it stays honest", node, message)
+def _first_time(context: Context, note: str) -> bool:
+    """Record ``note`` in the node's state; return whether it was new there."""
+    record = context.state.get(STATE_KEY)
+    if not isinstance(record, ConfigRecord):
+        record = ConfigRecord({"logged": []})
+        context.state[STATE_KEY] = record
+    value = record.get("logged", [])
+    logged = [str(x) for x in value] if isinstance(value, list) else []
+    if note in logged:
+        return False
+    record["logged"] = [*logged, note]
+    return True
+
+
+def _announce_once(context: Context, row: int, attack: str) -> None:
+    if _first_time(context, f"attack:{attack}"):
+        log(
+            INFO,
+            "Byzantine mod: node %d (code row %d) mounts attack %r",
+            context.node_id,
+            row,
+            attack,
+        )
+
+
+def _warn_once(context: Context, message: str) -> None:
+    if _first_time(context, f"warning:{message}"):
+        log(WARNING, "Byzantine mod: node %d: %s; it stays honest", context.node_id, message)
 
 
 def _rng(instruction: TrainInstruction) -> np.random.Generator:
@@ -160,7 +215,10 @@ def make_byzantine_mod(
     rows : Collection[int] (default: ())
         Code rows (``worker-index``) that mount ``attack``.
     select : AttackSelector | None (default: None)
-        Decides per message instead of ``rows`` (``None`` from it means honest).
+        ``select(context, instruction)`` decides per message instead of ``rows``: an
+        attack, a registry name or ``None`` (honest). It is asked only when the node config
+        has no ``byzantine`` key (a ``byzantine`` key decides first), and it may read the
+        node config itself, e.g. ``lambda c, i: c.node_config.get("my-attack")``.
     **params : Any
         Parameters of a named ``attack`` in flat form, e.g. ``{"attack-z": 1.5}``.
 
@@ -192,6 +250,10 @@ def make_byzantine_mod(
     def byzantine(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         if msg.metadata.message_type != MessageType.TRAIN or msg.has_error():
             return call_next(msg, context)
+        with _only_mod():
+            return _byzantine(msg, context, call_next)
+
+    def _byzantine(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         try:
             instruction = TrainInstruction.from_config(msg.content[contract.CONFIG])
         except (ContractError, KeyError, TypeError):
@@ -199,9 +261,9 @@ def make_byzantine_mod(
         chosen = choose(context, instruction)
         if chosen is None or chosen.name == "none":
             if "attack" in context.node_config and "byzantine" not in context.node_config:
-                _warn_once(context.node_id, "node config names an attack but not byzantine=true")
+                _warn_once(context, "node config names an attack but not byzantine=true")
             return call_next(msg, context)
-        _announce_once(context.node_id, instruction.worker_index, chosen.name)
+        _announce_once(context, instruction.worker_index, chosen.name)
         if chosen.drops_reply:
             return Message(
                 Error(code=SILENT_ERROR_CODE, reason="silent node: no vote"), reply_to=msg

@@ -130,7 +130,7 @@ class SignAttack(ABC):
         The attack needs ``sign_sum`` over all k partitions (an omniscient adversary).
     poisons_data : bool
         The attack changes the worker's training targets before the gradient (see
-        :func:`fl_election.data.flip_targets`).
+        :meth:`LabelFlipAttack.flip`).
     perturbs_gradient : bool
         The attack adds Gaussian noise of std ``std`` to each partition's gradient before
         the sign.
@@ -452,7 +452,7 @@ class AlieAttack(SignAttack):
 
 @dataclass(frozen=True)
 class LabelFlipAttack(SignAttack):
-    """Label flipping: the worker trains on flipped targets (:func:`fl_election.data.flip_targets`).
+    """Label flipping: the worker trains on flipped targets (:meth:`flip`).
 
     The poisoning happens before the gradient, so :meth:`forge` returns the (already poisoned)
     honest vote unchanged.
@@ -460,6 +460,71 @@ class LabelFlipAttack(SignAttack):
 
     name: ClassVar[str] = "label-flip"
     poisons_data: ClassVar[bool] = True
+
+    @staticmethod
+    def flip(targets: Any, logits: Any) -> Any:
+        """Return the flipped targets of one batch, or refuse targets that are not labels.
+
+        Integer class labels with ``C >= 2`` logit columns become ``C - 1 - y``
+        (:func:`fl_election.data.flip_labels`); 0/1 targets (float, integer or bool) with a
+        single logit per sample become ``1 - y``. Anything else (regression targets, soft
+        or one-hot labels, integers other than 0/1 with a single logit) has no flip that
+        is not a silent guess: it is refused, and the user supplies the rule
+        (``label_flip_fn`` of :func:`fl_election.clients.coded_client_app`).
+
+        Parameters
+        ----------
+        targets : torch.Tensor
+            The batch's targets.
+        logits : torch.Tensor
+            The model's logits on the batch (only their shape is read).
+
+        Returns
+        -------
+        torch.Tensor
+            The flipped targets (a new tensor, same dtype).
+
+        Raises
+        ------
+        ContractError
+            For targets that are not class labels (the message names the dtype and the fix).
+        """
+        import torch  # noqa: PLC0415 (the server side of attacks needs no torch)
+
+        from fl_election.contract import ContractError  # noqa: PLC0415
+        from fl_election.data import flip_labels  # noqa: PLC0415
+
+        classes = int(logits.shape[-1]) if logits.ndim >= 2 else 1
+        binary = classes < 2 and (logits.ndim <= 1 or logits.shape[-1] == 1)
+        if targets.dtype == torch.bool and binary:
+            return ~targets
+        zero_one = bool(((targets == 0) | (targets == 1)).all())
+        if binary and zero_one and not targets.dtype.is_complex:
+            return 1 - targets
+        if classes >= 2 and not (
+            targets.dtype.is_floating_point
+            or targets.dtype.is_complex
+            or targets.dtype == torch.bool
+        ):
+            try:
+                return flip_labels(targets, classes)
+            except ValueError as error:  # labels outside [0, C)
+                raise ContractError(
+                    f"label-flip: {error} (the model has {classes} logit columns): pass your "
+                    "flip rule, label_flip_fn=lambda targets, logits: ..., to coded_client_app "
+                    "/ coded_train"
+                ) from error
+        cause = (
+            f"{classes} logit columns need integer class labels"
+            if classes >= 2
+            else "a single logit needs 0/1 targets"
+        )
+        raise ContractError(
+            f"label-flip cannot flip targets of dtype {targets.dtype} and shape "
+            f"{tuple(targets.shape)} ({cause}; regression or soft targets have no flip): "
+            "pass your flip rule, label_flip_fn=lambda targets, logits: ..., to "
+            "coded_client_app / coded_train"
+        )
 
     def _forge(
         self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator

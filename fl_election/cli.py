@@ -7,6 +7,9 @@ Subcommands:
 
 * ``code``: build an allocation code and print it, its loads, redundancy, maximum load and its
   exact b-tolerance certificate, e.g. ``fl-election code --kind deterministic --n 9 --b 2``.
+* ``run``: ``fl-election run -- <flwr run arguments>`` runs ``flwr run ... --stream`` and
+  exits non-zero when the ServerApp failed (Flower 1.41/1.42's ``flwr run --stream`` exits 0
+  then); for any Flower app, this project's or an outside one.
 
 Other modules add subcommands by appending a ``(name, register)`` pair to :data:`SUBCOMMANDS`,
 where ``register(subparsers)`` adds a parser whose ``handler`` default is a function taking the
@@ -16,14 +19,16 @@ parsed namespace and returning an exit status.
 from __future__ import annotations
 
 import argparse
+import re
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from fl_election.codes import CERTIFY_METHODS, CODE_FACTORIES, TIE_RULES, certify, create_code
 from fl_election.cost import round_cost
 
-__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "main", "serverapp_failure"]
 
 Handler = Callable[[argparse.Namespace], int]
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -152,8 +157,89 @@ def _register_cost(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     parser.set_defaults(handler=_run_cost)
 
 
+# What Flower logs when the ServerApp (deployment) or the simulation around it raises:
+# "<entity> raised an exception" and then flwr_exit's "Exit Code: <code>", where codes
+# 0-99 are successful exits (flwr.supercore.exit).
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"\b(ServerApp|Simulation) raised an exception")
+_EXIT_CODE = re.compile(r"\bExit Code: (\d+)")
+
+
+def serverapp_failure(lines: Iterable[str], echo: Callable[[str], object] | None = None) -> str:
+    """Read a ``flwr run --stream`` log; return its first failure line, or ``""``.
+
+    Parameters
+    ----------
+    lines : Iterable[str]
+        The stream, line by line (read to its end).
+    echo : Callable[[str], object] | None (default: None)
+        Called with every line as it arrives (to pass the log through).
+
+    Returns
+    -------
+    str
+        The line with the ServerApp's failure marker, or ``""`` when there is none.
+    """
+    failure = ""
+    for line in lines:
+        if echo is not None:
+            echo(line)
+        if failure:
+            continue
+        plain = _ANSI.sub("", line)
+        code = _EXIT_CODE.search(plain)
+        if _RAISED.search(plain) or (code is not None and int(code.group(1)) >= 100):
+            failure = plain.strip()
+    return failure
+
+
+def _run_flwr(args: argparse.Namespace) -> int:
+    flwr_args = list(args.flwr_args)
+    if flwr_args[:1] == ["--"]:
+        flwr_args = flwr_args[1:]
+    if not flwr_args:
+        raise ValueError("give the flwr run arguments, e.g. fl-election run -- . --stream")
+    if "--stream" not in flwr_args:
+        flwr_args.append("--stream")
+    command = [args.flwr, "run", *flwr_args]
+    try:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+    except OSError as error:
+        raise ValueError(f"cannot start {args.flwr!r}: {error}") from error
+    with proc:
+        assert proc.stdout is not None
+        failure = serverapp_failure(proc.stdout, lambda line: print(line, end="", flush=True))
+        status = proc.wait()
+    if status != 0:
+        return status
+    if failure:
+        print(f"fl-election run: the ServerApp failed ({failure}); exit 1", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _register_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="flwr run --stream, exiting non-zero when the ServerApp failed",
+        description="Run `flwr run <args> --stream`, pass its log through and exit with its "
+        "status, or 1 when the log shows that the ServerApp (or the simulation) raised: "
+        "Flower 1.41/1.42's `flwr run --stream` exits 0 then. Example: "
+        'fl-election run -- . --run-config "num-server-rounds=3"',
+    )
+    parser.add_argument("--flwr", default="flwr", help="the flwr executable (default: flwr)")
+    parser.add_argument("flwr_args", nargs=argparse.REMAINDER, help="-- then flwr run's args")
+    parser.set_defaults(handler=_run_flwr)
+
+
 #: Registered subcommands; extend to add more.
-SUBCOMMANDS: list[tuple[str, Register]] = [("code", _register_code), ("cost", _register_cost)]
+SUBCOMMANDS: list[tuple[str, Register]] = [
+    ("code", _register_code),
+    ("cost", _register_cost),
+    ("run", _register_run),
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +32,11 @@ from fl_election.contract import ContractError
 
 __all__ = [
     "LossFn",
+    "OutputsFn",
     "PartitionSigns",
     "TargetsFn",
     "evaluate",
+    "model_logits",
     "partition_gradients",
     "partition_seed",
     "partition_signs",
@@ -42,11 +45,16 @@ __all__ = [
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-#: ``loss_fn(outputs, targets) -> scalar tensor``, e.g. ``torch.nn.CrossEntropyLoss()``.
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: ``loss_fn(outputs, targets) -> scalar tensor``, e.g. ``torch.nn.CrossEntropyLoss()``. The
+#: loss sees the model's raw outputs (a tensor, a tuple, a dict: whatever ``forward`` returns).
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+#: ``outputs_fn(outputs) -> logits``: the logits tensor in what the model's ``forward``
+#: returns, for whatever needs a tensor (label flipping, accuracy); see :func:`model_logits`.
+OutputsFn = Callable[[Any], torch.Tensor]
 #: ``targets_fn(targets, outputs) -> targets``: what the loss sees instead of the batch's
-#: targets (a label-flipping attack uses it; it sees the outputs to know the classes).
-TargetsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: targets (a label-flipping attack uses it; it sees the model's raw outputs, to know the
+#: classes: take their logits with :func:`model_logits`).
+TargetsFn = Callable[[torch.Tensor, Any], torch.Tensor]
 
 #: The random streams of one partition at one step (:func:`partition_seed`): the forward
 #: and backward passes, the fetching of the samples (a ``Dataset``'s random transforms), the
@@ -55,6 +63,54 @@ SEED_STREAMS = {"compute": 1, "data": 2, "augment": 3}
 #: Last entropy word of :func:`partition_seed`: keeps its seeds apart from other
 #: ``SeedSequence([seed, step, ...])`` seeds of the library (the per-worker noise seed).
 _PARTITION_SEED_TAG = 0x5EED_0001
+
+
+def model_logits(outputs: Any, outputs_fn: OutputsFn | None = None) -> torch.Tensor:
+    """Return the logits tensor in a model's outputs (the one rule, used everywhere).
+
+    The loss always sees the raw outputs, so a custom loss that unpacks a tuple keeps
+    working; label flipping and accuracy need one tensor, and take it here. With
+    ``outputs_fn`` it is ``outputs_fn(outputs)``; without, the default rule: a tensor as it
+    is, a tuple or list its element 0, a mapping its ``"logits"`` entry.
+
+    Parameters
+    ----------
+    outputs : Any
+        What the model's ``forward`` returned.
+    outputs_fn : OutputsFn | None (default: None)
+        The user's rule; ``None`` applies the default rule.
+
+    Returns
+    -------
+    torch.Tensor
+        The logits, one row per sample.
+
+    Raises
+    ------
+    ContractError
+        When the rule gives no tensor (the message names the type and the fix).
+    """
+    if outputs_fn is not None:
+        logits = outputs_fn(outputs)
+        rule = "outputs_fn"
+    else:
+        rule = "the default outputs rule (tensor; tuple or list -> element 0; dict -> 'logits')"
+        if isinstance(outputs, (tuple, list)) and len(outputs) > 0:
+            logits = outputs[0]
+        elif isinstance(outputs, Mapping) and "logits" in outputs:
+            logits = outputs["logits"]
+        else:
+            logits = outputs
+    if not isinstance(logits, torch.Tensor):
+        described = type(outputs).__name__
+        if isinstance(outputs, Mapping):
+            described += f" with keys {sorted(map(str, outputs))}"
+        raise ContractError(
+            f"cannot find the logits in the model's outputs (a {described}) with {rule}, "
+            f"which gave a {type(logits).__name__}: pass outputs_fn=lambda outputs: ... "
+            "returning the logits tensor to coded_client_app / coded_train"
+        )
+    return logits
 
 
 def partition_seed(seed: int, step: int, partition: int, *, stream: str = "compute") -> int:
@@ -376,7 +432,11 @@ def partition_gradients(
 
 
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1024,
+    outputs_fn: OutputsFn | None = None,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``.
 
@@ -392,6 +452,8 @@ def evaluate(
         Integer labels, one per input.
     batch_size : int (default: 1024)
         Evaluation batch size (positive).
+    outputs_fn : OutputsFn | None (default: None)
+        Where the logits are in the model's outputs (:func:`model_logits`).
 
     Returns
     -------
@@ -415,7 +477,7 @@ def evaluate(
             for start in range(0, x.shape[0], batch_size):
                 inputs = x[start : start + batch_size].to(device)
                 labels = y[start : start + batch_size].to(device)
-                logits = model(inputs)
+                logits = model_logits(model(inputs), outputs_fn)
                 total_loss += float(functional.cross_entropy(logits, labels, reduction="sum"))
                 correct += int((logits.argmax(dim=1) == labels).sum())
     finally:

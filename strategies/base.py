@@ -500,6 +500,13 @@ class DirectionStrategy(FedAvg):
         missing = [key for key in self.trainable_keys if key not in arrays]
         if missing:
             raise ContractError(f"trainable_keys {missing} are not in the model's arrays")
+        keys = self.trainable_keys
+        wrong = [f"{k} ({arrays[k].dtype})" for k in keys if arrays[k].dtype != "float32"]
+        if wrong:  # the optimizer steps in float32: refused, never converted silently
+            raise ContractError(
+                f"the voted arrays must be float32, got {', '.join(wrong[:5])}: build "
+                "initial_arrays from model.float() (and use a float32 model on the nodes)"
+            )
         bad = sorted(
             f"{a} = {v}"
             for a, v in aliases.items()

@@ -132,3 +132,83 @@ def test_code_tie_rule_builds_and_certifies_for_the_forced_rule(
     forced = capsys.readouterr().out
     assert "ties forced" in forced and "perfectly 1-tolerant" in forced
     assert "ties abstain" in abstain and forced != abstain
+
+
+# ---------------------------------------------------------------- fl-election run (exit guard)
+
+SUCCESS_STREAM = [
+    "INFO :      Starting FedAvg strategy:\n",
+    "INFO :      [ROUND 1/2]\n",
+    "INFO :      Run finished 2 round(s) in 3.10s\n",
+]
+SERVERAPP_RAISED = [  # a deployment: flwr-serverapp logs, then flwr_exit's exit message
+    "INFO :      [ROUND 1/2]\n",
+    "\x1b[91mERROR \x1b[0m:   ServerApp raised an exception\n",
+    "Traceback (most recent call last):\n",
+    "ValueError: only 3 of 5 nodes connected\n",
+    "\x1b[91mERROR \x1b[0m:   Exit Code: 201\n",
+    "An unhandled exception occurred in the ServerApp.\n",
+]
+SIMULATION_RAISED = [
+    "\x1b[91mERROR \x1b[0m:   Simulation raised an exception\n",
+    "RuntimeError: An error was encountered. Ending simulation.\n",
+    "\x1b[91mERROR \x1b[0m:   Exit Code: 300\n",
+]
+EXIT_CODE_ONLY = ["INFO :      [ROUND 1/2]\n", "ERROR :   Exit Code: 200\n"]
+
+
+def test_serverapp_failure_reads_flowers_failure_markers() -> None:
+    from fl_election.cli import serverapp_failure
+
+    assert serverapp_failure(SUCCESS_STREAM) == ""
+    assert serverapp_failure(SERVERAPP_RAISED) == "ERROR :   ServerApp raised an exception"
+    assert serverapp_failure(SIMULATION_RAISED) == "ERROR :   Simulation raised an exception"
+    assert serverapp_failure(EXIT_CODE_ONLY) == "ERROR :   Exit Code: 200"
+    seen: list[str] = []
+    serverapp_failure(SERVERAPP_RAISED, seen.append)
+    assert seen == SERVERAPP_RAISED  # the whole log passes through
+
+
+def fake_flwr(tmp_path, lines: list[str], status: int = 0) -> str:  # noqa: ANN001
+    """An executable standing in for ``flwr``: prints its arguments, then ``lines``."""
+    import sys
+
+    script = tmp_path / "flwr"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "print('ARGS', sys.argv[1:])\n"
+        f"sys.stdout.write({''.join(lines)!r})\n"
+        f"sys.exit({status})\n"
+    )
+    script.chmod(0o755)
+    return str(script)
+
+
+@pytest.mark.parametrize(
+    ("lines", "status", "want"),
+    [
+        (SUCCESS_STREAM, 0, 0),
+        (SERVERAPP_RAISED, 0, 1),  # what Flower 1.41/1.42 does: exit 0 after a failure
+        (SIMULATION_RAISED, 0, 1),
+        (SUCCESS_STREAM, 3, 3),  # flwr's own failure passes through
+    ],
+    ids=["success", "serverapp-raised", "simulation-raised", "flwr-failed"],
+)
+def test_run_exits_non_zero_when_the_serverapp_failed(
+    tmp_path, capsys: pytest.CaptureFixture[str], lines: list[str], status: int, want: int
+) -> None:  # noqa: ANN001
+    flwr = fake_flwr(tmp_path, lines, status)
+    assert main(["run", "--flwr", flwr, "--", ".", "--run-config", "num-server-rounds=2"]) == want
+    captured = capsys.readouterr()
+    assert "ARGS ['run', '.', '--run-config', 'num-server-rounds=2', '--stream']" in captured.out
+    assert lines[-1] in captured.out  # the log is passed through
+    assert ("the ServerApp failed" in captured.err) == (want == 1)
+
+
+def test_run_without_flwr_arguments_or_executable_is_a_usage_error(
+    tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:  # noqa: ANN001
+    assert main(["run"]) == 2
+    assert main(["run", "--flwr", str(tmp_path / "missing"), "--", "."]) == 2
+    assert "cannot start" in capsys.readouterr().err
