@@ -63,6 +63,10 @@ def test_the_attack_is_logged_once_per_node_even_in_a_fresh_process(
     handler = Lines()
     logger = logging.getLogger("flwr")
     logger.addHandler(handler)
+    # another test (a sweep) may have raised flwr's level: the INFO line must reach the
+    # handler (setLevel, not the attribute: it also clears the logger's level cache)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         app = coded_client_app(Net(), loss_fn, TRAIN, mods=[byzantine_mod])
         marked = {"byzantine": "true", "attack": "reverse"}
@@ -75,6 +79,7 @@ def test_the_attack_is_logged_once_per_node_even_in_a_fresh_process(
             assert not reply.has_error()
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     mounts = [line for line in handler.lines if "mounts attack" in line]
     assert mounts == [f"Byzantine mod: node {NODES[0]} (code row 0) mounts attack 'reverse'"]
     assert mods.STATE_KEY in grid.contexts[NODES[0]].state
