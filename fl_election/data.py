@@ -30,7 +30,6 @@ __all__ = [
     "DatasetSplits",
     "augment_batch",
     "flip_labels",
-    "flip_targets",
     "load_dataset",
     "partition_indices",
     "step_batch",
@@ -418,33 +417,6 @@ def flip_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
             f"labels must lie in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]"
         )
     return (num_classes - 1) - y
-
-
-def flip_targets(y: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """Label flipping for any classifier, given the targets and the model's outputs.
-
-    Integer class labels with ``C >= 2`` outputs per sample become ``C - 1 - y``
-    (:func:`flip_labels`); binary targets (float targets, or integer labels with a single
-    output logit, as with ``BCEWithLogitsLoss``) become ``1 - y``.
-
-    Parameters
-    ----------
-    y : torch.Tensor
-        The batch's targets.
-    outputs : torch.Tensor
-        The model's outputs on the batch (only their shape is read).
-
-    Returns
-    -------
-    torch.Tensor
-        The flipped targets (a new tensor, same dtype).
-    """
-    if y.dtype.is_floating_point:
-        return 1 - y
-    classes = int(outputs.shape[-1]) if outputs.ndim >= 2 else 1
-    if classes < 2:
-        return 1 - y
-    return flip_labels(y, classes)
 
 
 def _check_stream_key(step: int, partition: int, seed: int) -> None:

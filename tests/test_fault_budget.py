@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from uuid import uuid4
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
 
 from fl_election import contract
 from fl_election.clients import coded_client_app
@@ -20,6 +19,7 @@ from fl_election.strategies import ElectionCoding, FullGradientMedian, QuorumErr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "breast-cancer"))
 from bcapp.task import Net, load_data, loss_fn  # noqa: E402
+from test_quorum import arrays, configure, vote  # noqa: E402
 
 TRAIN, _ = load_data()
 
@@ -49,43 +49,6 @@ def test_b_silent_byzantines_never_stop_training(tmp_path, code):
         "certified" if certified else "not-certified"
     )
     assert {r["certified-for-fault-budget"] for r in record["rounds"]} == {int(certified)}
-
-
-class Grid:
-    def __init__(self, nodes):
-        self.nodes = list(nodes)
-
-    def get_node_ids(self):
-        return list(self.nodes)
-
-
-def arrays(d: int = 16) -> ArrayRecord:
-    return ArrayRecord({"w": Array(np.linspace(-1, 1, d).astype(np.float32))})
-
-
-def configure(strategy, server_round, model, nodes):
-    messages = list(strategy.configure_train(server_round, model, ConfigRecord(), Grid(nodes)))
-    for m in messages:
-        m.metadata.__dict__["_message_id"] = str(uuid4())
-    return {m.metadata.dst_node_id: m for m in messages}
-
-
-def vote(to, value=1, d=16):
-    from fl_election.voting import pack_signs
-
-    signs, _ = pack_signs(np.full(d, value, dtype=np.int8))
-    # the fingerprint of the model the node was sent: it holds the round's model
-    metrics = {
-        contract.METRIC_NUM_COORDINATES: d,
-        contract.METRIC_MODEL_FINGERPRINT: to.content[contract.CONFIG][contract.MODEL_FINGERPRINT],
-    }
-    content = RecordDict(
-        {
-            contract.VOTE: ArrayRecord({"signs": Array(signs)}),
-            contract.METRICS: MetricRecord(metrics),
-        }
-    )
-    return Message(content, reply_to=to)
 
 
 def test_b_plus_one_faults_never_apply_a_round_and_stop_the_run():
