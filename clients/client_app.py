@@ -11,7 +11,11 @@ SuperNode's node config (``byzantine=true``) overrides.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from functools import lru_cache
+
+import numpy as np
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -19,11 +23,13 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from fl_election import contract
+from fl_election.aggregation import coordinate_median
 from fl_election.attacks import SignAttack
 from fl_election.config import ConfigValue, RunConfig
 from fl_election.contract import TrainInstruction
 from fl_election.data import DatasetSplits, augment_batch, load_dataset
 from fl_election.models import create_model
+from fl_election.strategies import vector_oracle
 from fl_election.training import evaluate as evaluate_model
 
 from .coded import coded_train, default_device
@@ -51,6 +57,34 @@ def _byzantine_rows(cfg: RunConfig) -> frozenset[int]:
     return frozenset(cfg.byzantine_workers())
 
 
+@lru_cache(maxsize=8)
+def run_attack(cfg: RunConfig) -> SignAttack:
+    """Return the run's attack, bound to what it needs beyond its parameters.
+
+    ``min-margin`` gets the code's rows and the Byzantine rows; the line-searched
+    ``optimal-alie`` / ``optimal-ipm`` get the aggregator in use (the one the server builds
+    from the same run config, as :func:`~fl_election.strategies.vector_oracle` evaluates it
+    on vectors; ``fgm``'s coordinate-wise median). Attacks never import
+    aggregators: this is where the two meet.
+    """
+    attack = cfg.create_attack()
+    fields = {f.name for f in dataclasses.fields(attack)}
+    if attack.needs_partition_signs:
+        code = cfg.allocation_code()
+        rows = tuple(code.partitions_of(i) for i in range(code.n))
+        attack = dataclasses.replace(
+            attack, rows=rows, byzantine_rows=tuple(sorted(_byzantine_rows(cfg)))
+        )
+    if "aggregate" in fields:
+        aggregate: Callable[[np.ndarray], np.ndarray]
+        if cfg.aggregation == "fgm":
+            aggregate = coordinate_median
+        else:
+            aggregate = vector_oracle(cfg.aggregation, cfg.num_workers, cfg.byzantine_count)
+        attack = dataclasses.replace(attack, aggregate=aggregate)
+    return attack
+
+
 def select_attack(context: Context, instruction: TrainInstruction) -> SignAttack | None:
     """Return the run config's attack for this node's code row, or ``None`` (honest)."""
     cfg = run_config(context)
@@ -58,7 +92,7 @@ def select_attack(context: Context, instruction: TrainInstruction) -> SignAttack
         return None
     if instruction.worker_index not in _byzantine_rows(cfg):
         return None
-    return cfg.create_attack()
+    return run_attack(cfg)
 
 
 def dataset(cfg: RunConfig) -> DatasetSplits:

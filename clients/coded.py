@@ -263,6 +263,10 @@ def _check_samples(samples: Any, keys: tuple[str, str] | None) -> Any:
 _STATE_MODEL = "fl-election.model"
 _STATE_MOMENTUM = "fl-election.momentum"
 _STATE_SIGNUM = "fl-election.signum"
+#: Node state: the float worker momentum a node sends, and (an omniscient Byzantine) the
+#: momentum of every partition's gradient, what the honest holders send.
+_STATE_FLOAT_MOMENTUM = "fl-election.float-momentum"
+_STATE_KNOWN_MOMENTUM = "fl-election.known-momentum"
 
 
 def default_device() -> torch.device:
@@ -383,6 +387,10 @@ class _Computed:
 _SHARED: list[tuple[tuple[Any, ...], tuple[Any, ...], np.ndarray]] = []
 
 
+#: The float vector colluding float-only attackers send at one step (one entry per process).
+_FORGED: list[tuple[tuple[Any, ...], np.ndarray]] = []
+
+
 def _data_parts(data: TrainData) -> tuple[Any, ...]:
     return tuple(data) if isinstance(data, tuple) else (data,)
 
@@ -417,15 +425,18 @@ def _everyone(
     augment: AugmentFn | None,
     parameters: Sequence[torch.Tensor],
     model_key: int,
+    per_partition: bool = False,
 ) -> np.ndarray:
     """Return what an omniscient adversary knows: all k partitions at this step.
 
     For a float payload, the ``(k, d)`` float32 gradients; for a sign vote, the int16
-    ``sign_sum`` over the k partitions. Honest targets, no noise: the adversary knows the
-    true gradients. Cached per process by (model fingerprint, step, data, loss, ...), so
-    colluding Byzantines in one process share the computation.
+    ``sign_sum`` over the k partitions, or (``per_partition``) the ``(k, d)`` int8 signs
+    themselves. Honest targets, no noise: the adversary knows the true gradients. Cached
+    per process by (model fingerprint, step, data, loss, ...), so colluding Byzantines in
+    one process share the computation.
     """
     key = (
+        per_partition,
         model_key,
         instruction.step,
         instruction.seed,
@@ -457,7 +468,10 @@ def _everyone(
         result = partition_signs(
             model, batches, loss_fn=loss_fn, parameters=parameters, seeds=seeds
         )
-        known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
+        if per_partition:
+            known = result.signs.to(torch.int8).numpy()
+        else:
+            known = result.signs.sum(dim=0, dtype=torch.int16).numpy()
     with torch.no_grad():
         for name, buffer in model.named_buffers():
             buffer.copy_(saved[name])
@@ -490,8 +504,17 @@ def _compute(
     own = list(instruction.partition_ids)
     batches = _batches(data, instruction, own, augment)
     known = None
-    if attack is not None and attack.needs_sign_sum:
-        known = _everyone(model, loss_fn, data, instruction, augment, parameters, model_key)
+    if attack is not None and (attack.needs_sign_sum or attack.needs_partition_signs):
+        known = _everyone(
+            model,
+            loss_fn,
+            data,
+            instruction,
+            augment,
+            parameters,
+            model_key,
+            per_partition=attack.needs_partition_signs,
+        )
     targets_fn: TargetsFn | None = None
     if attack is not None and attack.poisons_data:
         flip = label_flip_fn if label_flip_fn is not None else LabelFlipAttack.flip
@@ -515,9 +538,28 @@ def _compute(
             seeds=seeds,
         )
         payload = gradients.mean(dim=0).numpy().astype(np.float32)
+        beta = instruction.worker_momentum
+        if beta > 0.0:
+            # Worker momentum (Karimireddy et al., ICML 2021): the node sends its moving
+            # average; an omniscient Byzantine forges from every partition's average, which
+            # is what the honest holders send.
+            payload = _float_momentum(context, _STATE_FLOAT_MOMENTUM, payload, beta)
+            if known is not None:
+                known = _float_momentum(context, _STATE_KNOWN_MOMENTUM, known, beta)
         if attack is not None and attack.perturbs_gradient:
             # Noisy computation in float space: the noise is the attack.
             payload = payload + rng.normal(0.0, noise_std, payload.shape).astype(np.float32)
+        elif attack is not None and attack.float_only:
+            # A float-only attack forges from the stack alone, the same vector for every
+            # colluding Byzantine: forge it once per step and process (a line search
+            # evaluates the aggregator about 20 times).
+            key = (model_key, instruction.step, instruction.seed, beta, attack)
+            if _FORGED and _FORGED[0][0] == key:
+                payload = _FORGED[0][1]
+            else:
+                payload = forge_float_gradient(attack, payload, known, rng)
+                payload.setflags(write=False)
+                _FORGED[:] = [(key, payload)]
         elif attack is not None:
             payload = forge_float_gradient(attack, payload, known, rng)
         vote: Mapping[str, np.ndarray[Any, Any]] = {contract.GRADIENT: payload}
@@ -549,10 +591,14 @@ def _compute(
         if one_bit:
             assert result.gradient_mean is not None
             honest = break_ties(honest, result.gradient_mean, parameters, instruction.weight_decay)
-        if attack is not None:
+        if attack is not None and attack.needs_partition_signs:
+            vote = encode_vote(attack.forge_from_partitions(known))  # type: ignore[attr-defined]
+        elif attack is not None:
             vote = encode_vote(attack.forge(honest.numpy(), known, rng))
         else:
             vote = encode_vote(honest)
+    if attack is not None and attack.inflates_num_examples:
+        num_examples = attack.claimed_examples(num_examples)  # type: ignore[attr-defined]
     if attack_hook is not None:
         attack_hook.used = True
     return _Computed(vote=vote, losses=losses, num_examples=num_examples)
@@ -572,6 +618,27 @@ def _check_float32(parameters: Any) -> None:
             + ": election coding votes on, and the server steps, float32 weights; call "
             "model.float() (the dtype is refused rather than converted silently)"
         )
+
+
+def _float_momentum(
+    context: Context | None, key: str, value: np.ndarray, beta: float
+) -> np.ndarray:
+    """Return ``m = beta * m + (1 - beta) * value``, ``m`` kept in the node state under ``key``.
+
+    ``m`` starts at zero (the first step sends ``(1 - beta) * value``, as Signum's
+    :func:`_signum_hook` does), and restarts there when the shape changes.
+    """
+    if context is None:
+        raise ContractError("worker momentum keeps state on the node: pass context=context")
+    stored = context.state.array_records.get(key)
+    average = (1.0 - beta) * np.asarray(value, dtype=np.float32)
+    if stored is not None and "m" in stored:
+        previous = stored["m"].numpy()
+        if previous.shape == average.shape:
+            average = beta * previous + average
+    average = average.astype(np.float32)
+    context.state[key] = ArrayRecord({"m": Array(average)})
+    return average
 
 
 def _signum_hook(

@@ -6,7 +6,11 @@ NeurIPS 2020, arXiv:1910.06093 (Appendix A.4(c)); the trimmed mean is the other 
 coordinate-wise rule (Yin et al., ICML 2018).  :func:`vote_agreement` measures how often each
 worker's sign vote agrees with the elected result, a metric the strategy logs;
 :func:`vote_error_rate` how often the applied direction disagrees with the honest majority
-over partitions (the sign-world analogue of "the fraction of corrupted gradients").
+over partitions (the sign-world analogue of "the fraction of corrupted gradients"), which
+means something only for coded schemes. :func:`weighted_sign_error` and
+:func:`cosine_similarity` score any applied direction, sign or float, against the honest
+mean gradient of the step: the one error metric every scheme shares (0 and 1 for honest
+FedAvg, which applies that mean).
 
 Aggregators know nothing about attacks: they see only the stacked replies.
 """
@@ -20,7 +24,14 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["coordinate_median", "trimmed_mean", "vote_agreement", "vote_error_rate"]
+__all__ = [
+    "coordinate_median",
+    "cosine_similarity",
+    "trimmed_mean",
+    "vote_agreement",
+    "vote_error_rate",
+    "weighted_sign_error",
+]
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -198,3 +209,68 @@ def vote_error_rate(direction: np.ndarray, sign_sum: np.ndarray) -> float:
     if count == 0:
         return 0.0
     return float(np.count_nonzero(signs[decided] != majority[decided]) / count)
+
+
+def _direction_and_reference(
+    direction: np.ndarray, reference: np.ndarray
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    d = np.asarray(direction, dtype=np.float64)
+    g = np.asarray(reference, dtype=np.float64)
+    if d.shape != g.shape or d.ndim != 1:
+        raise ValueError(
+            f"direction and reference must be 1-D of one shape, got {d.shape} and {g.shape}"
+        )
+    if not (np.all(np.isfinite(d)) and np.all(np.isfinite(g))):
+        raise ValueError("direction and reference must be finite")
+    return d, g
+
+
+def weighted_sign_error(direction: np.ndarray, reference: np.ndarray) -> float:
+    """Return the magnitude-weighted sign error of ``direction`` against ``reference``.
+
+    ``sum_i |g_i| [sign d_i != sign g_i] / sum_i |g_i|``, with ``g`` the honest mean
+    gradient of the step: the share of the gradient's mass the step moves the wrong way (or
+    not at all: ``d_i = 0`` where ``g_i != 0`` counts as wrong). It compares sign and float
+    schemes alike, and is 0 for a direction with the signs of ``g`` whatever its
+    magnitudes (honest FedAvg; a sign vote that elects ``sign(g)``).
+
+    Parameters
+    ----------
+    direction : numpy.ndarray
+        The applied direction (signs or floats), shape ``(d,)``.
+    reference : numpy.ndarray
+        The honest mean gradient ``g``, shape ``(d,)``.
+
+    Returns
+    -------
+    float
+        The error in ``[0, 1]``; 0 when ``g`` is all zeros.
+    """
+    d, g = _direction_and_reference(direction, reference)
+    mass = np.abs(g)
+    total = float(mass.sum())
+    if total == 0.0:
+        return 0.0
+    return float(mass[np.sign(d) != np.sign(g)].sum() / total)
+
+
+def cosine_similarity(direction: np.ndarray, reference: np.ndarray) -> float:
+    """Return ``cos(d, g) = <d, g> / (|d| |g|)``, 0 when either vector is zero.
+
+    Parameters
+    ----------
+    direction : numpy.ndarray
+        The applied direction, shape ``(d,)``.
+    reference : numpy.ndarray
+        The honest mean gradient, shape ``(d,)``.
+
+    Returns
+    -------
+    float
+        The cosine in ``[-1, 1]``.
+    """
+    d, g = _direction_and_reference(direction, reference)
+    norms = float(np.linalg.norm(d) * np.linalg.norm(g))
+    if norms == 0.0:
+        return 0.0
+    return float(np.clip(np.dot(d, g) / norms, -1.0, 1.0))

@@ -14,6 +14,23 @@ directional, random, noisy computation), plus the attacks needed to judge a defe
 (omniscient colluding, ALIE and inner-product manipulation mapped to signs, label flipping,
 silent and malformed workers).
 
+The head-to-head with float aggregators (Flower's FedAvg, Krum, Bulyan, ...) adds attacks that
+only exist in the float world (:attr:`SignAttack.float_only`):
+
+- ``min-max`` and ``min-sum``, the AGR-agnostic attacks of Shejwalkar & Houmansadr,
+  "Manipulating the Byzantine: Optimizing Model Poisoning Attacks and Defenses for Federated
+  Learning", NDSS 2021 (:class:`MinMaxAttack`, :class:`MinSumAttack`);
+- ByzFL's (Gonzalez, Guerraoui, Pinot, Rizk, Stephan, Taiani, "ByzFL: Research Framework for
+  Robust Federated Learning", 2025) optimal ALIE and optimal IPM, line-searched against the
+  aggregator in use (Allouah et al., "Fixing by Mixing", AISTATS 2023), Mimic (Karimireddy,
+  He, Jaggi, ICLR 2022), Inf and SignFlipping (Allen-Zhu et al., ICLR 2021), run from the
+  optional ``byzfl`` package as they are;
+- ``num-examples-inflation``: IPM's gradient with an inflated ``num-examples``, against
+  servers that trust the weights clients report (Flower's default).
+
+On sign votes, ``min-margin`` (:class:`MinMarginAttack`) is the adaptive attack that flips
+exactly the coordinates the Byzantine votes can swing and looks honest everywhere else.
+
 Votes are int8 vectors in {-1, 0, +1} (0 = abstain).  ``sign_sum`` is the integer vector
 ``sum_j s_j`` over *all* k partitions (``s_j`` the sign of partition j's gradient), so
 ``mu = sign(sign_sum)`` is the true majority the server wants to recover.
@@ -25,7 +42,7 @@ import dataclasses
 import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any, ClassVar
@@ -38,17 +55,27 @@ __all__ = [
     "ATTACK_CONFIG_KEYS",
     "MALFORM_KINDS",
     "BYZANTINE_SELECTIONS",
+    "PERTURBATION_DIRECTIONS",
     "AlieAttack",
     "DirectionalAttack",
     "GaussianNoiseAttack",
+    "InfAttack",
     "IpmAttack",
     "LabelFlipAttack",
     "MalformedAttack",
+    "MimicAttack",
+    "MinMarginAttack",
+    "MinMaxAttack",
+    "MinSumAttack",
     "NoAttack",
+    "NumExamplesInflationAttack",
     "OmniscientAttack",
+    "OptimalAlieAttack",
+    "OptimalIpmAttack",
     "RandomAttack",
     "ReverseAttack",
     "SignAttack",
+    "SignFlippingAttack",
     "SilentAttack",
     "alie_z",
     "create_attack",
@@ -56,6 +83,7 @@ __all__ = [
     "forge_float_gradient",
     "forge_gradient",
     "malform",
+    "min_margin_vote",
     "select_byzantine",
 ]
 
@@ -67,6 +95,10 @@ MALFORM_KINDS: tuple[str, ...] = ("dtype", "length", "nan", "missing", "garbage"
 
 #: How :func:`select_byzantine` may choose the Byzantine workers.
 BYZANTINE_SELECTIONS: tuple[str, ...] = ("random", "explicit", "worst")
+
+#: Perturbation directions of the AGR-agnostic attacks (:class:`MinMaxAttack`,
+#: :class:`MinSumAttack`).
+PERTURBATION_DIRECTIONS: tuple[str, ...] = ("std", "unit", "sign")
 
 
 def _is_int(value: object) -> bool:
@@ -104,6 +136,13 @@ def _check_sign_sum(sign_sum: object, shape: tuple[int, ...]) -> IntArray:
     return sign_sum.astype(np.int64, copy=False)
 
 
+def _float_only_error(name: str) -> ValueError:
+    return ValueError(
+        f"{name} is a float-only attack: it has no sign-vote form; use it against a float "
+        'aggregator, not with aggregation = "election"'
+    )
+
+
 def _against_majority(sign_sum: IntArray, honest_vote: Int8Array) -> Int8Array:
     """Return ``-mu = -sign(sign_sum)``, or ``-honest_vote`` where ``mu`` is a tie (0).
 
@@ -138,6 +177,18 @@ class SignAttack(ABC):
         The worker sends no reply at all.
     malforms_reply : bool
         The worker sends a malformed payload (see :func:`malform`).
+    float_only : bool
+        The attack exists only in the float world (against float aggregators, through
+        :func:`forge_float_gradient`); its sign-vote form (:meth:`forge`) raises
+        ``ValueError``, and a run with ``aggregation = "election"`` must refuse it.
+    inflates_num_examples : bool
+        The worker reports an inflated ``num-examples`` (see
+        :meth:`NumExamplesInflationAttack.claimed_examples`), so that a server which trusts
+        reported weights weighs its update more.
+    needs_partition_signs : bool
+        The attack needs every partition's sign, the ``(k, d)`` matrix, and the code's rows
+        (see :meth:`MinMarginAttack.forge_from_partitions`); :meth:`forge` raises
+        ``ValueError`` for it.
     """
 
     name: ClassVar[str] = ""
@@ -146,6 +197,9 @@ class SignAttack(ABC):
     perturbs_gradient: ClassVar[bool] = False
     drops_reply: ClassVar[bool] = False
     malforms_reply: ClassVar[bool] = False
+    float_only: ClassVar[bool] = False
+    inflates_num_examples: ClassVar[bool] = False
+    needs_partition_signs: ClassVar[bool] = False
 
     def forge(
         self,
@@ -170,8 +224,18 @@ class SignAttack(ABC):
         -------
         numpy.ndarray
             int8 vote in {-1, 0, +1}, shape ``(d,)``.
+
+        Raises
+        ------
+        ValueError
+            On a bad vote or ``sign_sum``, for a :attr:`float_only` attack, and for an attack
+            that :attr:`needs_partition_signs` (which forges from the partition signs instead).
         """
         vote = _check_vote(honest_vote)
+        if self.float_only:
+            raise _float_only_error(self.name)
+        if self.needs_partition_signs:
+            return self._forge(vote, None, rng)  # raises: it forges from the partition signs
         if self.needs_sign_sum:
             return self._forge(vote, _check_sign_sum(sign_sum, vote.shape), rng)
         return self._forge(vote, None, rng)
@@ -692,8 +756,12 @@ def forge_float_gradient(
     The float-space attacks of the head-to-head with Flower's strategies (FedAvg, Krum,
     Bulyan, ...): ``reverse`` sends ``-g``, ``omniscient`` the colluding ``-|g_mean| mu``
     (:func:`forge_gradient`), ``ipm`` ``-epsilon * g_mean``, ``alie`` ``g_mean - z * std``,
-    every Byzantine the same vector where the attack is omniscient. Label flipping and
-    Gaussian noise act before this (the client API applies them to the gradient).
+    and the float-only attacks their own vectors (``min-max``, ``min-sum``, ByzFL's
+    ``optimal-alie``, ``optimal-ipm``, ``mimic``, ``inf``, ``sign-flipping``, and
+    ``num-examples-inflation``), every Byzantine the same vector where the attack is
+    omniscient. Label flipping and Gaussian noise act before this (the client API applies
+    them to the gradient). The inputs are checked, the output is not (``inf`` sends
+    ``+inf`` on purpose, for the server's reply checks to reject).
 
     Parameters
     ----------
@@ -741,6 +809,624 @@ def _checked(partition_gradients: np.ndarray | None) -> npt.NDArray[np.float32]:
     return partition_gradients
 
 
+# ----------------------------------------------------------------------- float-only attacks
+
+
+@dataclass(frozen=True)
+class _FloatOnlyAttack(SignAttack):
+    """Base of the attacks that exist only in the float world (omniscient: they get the stack)."""
+
+    needs_sign_sum: ClassVar[bool] = True
+    float_only: ClassVar[bool] = True
+
+    def _forge(
+        self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator
+    ) -> Int8Array:
+        raise _float_only_error(self.name)
+
+
+@dataclass(frozen=True)
+class _AgrAgnosticAttack(_FloatOnlyAttack):
+    """Shejwalkar & Houmansadr's AGR-agnostic attacks: ``mean + gamma * p``, ``gamma`` searched.
+
+    Subclasses define the constraint through :meth:`_score` and :meth:`_bound`.
+    """
+
+    direction: str = "std"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.direction, str) or self.direction not in PERTURBATION_DIRECTIONS:
+            raise ValueError(
+                f"{self.name}: direction must be one of {', '.join(PERTURBATION_DIRECTIONS)}, "
+                f"got {self.direction!r}"
+            )
+
+    def perturbation(self, partition_gradients: np.ndarray) -> npt.NDArray[np.float64]:
+        """Return the perturbation direction ``p`` for the benign gradients.
+
+        Parameters
+        ----------
+        partition_gradients : numpy.ndarray
+            The benign gradients, shape ``(k, d)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64 ``p``, shape ``(d,)``: ``-std`` (per coordinate, ``ddof=1`` as the authors'
+            ``torch.std``; zero when ``k = 1``), ``-mean / ||mean||`` (zero when the mean is),
+            or ``-sign(mean)``.
+        """
+        stack = np.asarray(partition_gradients, dtype=np.float64)
+        mean = stack.mean(axis=0)
+        if self.direction == "std":
+            if stack.shape[0] < 2:
+                return np.zeros(stack.shape[1], dtype=np.float64)
+            std: npt.NDArray[np.float64] = stack.std(axis=0, ddof=1)
+            return -std
+        if self.direction == "unit":
+            norm = float(np.linalg.norm(mean))
+            return -mean / norm if norm > 0 else np.zeros_like(mean)
+        sign: npt.NDArray[np.float64] = -np.sign(mean)
+        return sign
+
+    def gamma(self, partition_gradients: np.ndarray) -> float:
+        """Return the largest ``gamma`` that keeps ``mean + gamma * p`` within the constraint.
+
+        The authors' halving search: ``gamma`` starts at 10, moves up by half the last step
+        where the constraint holds and down where it fails, until the last success and the
+        next probe are within ``1e-5``; so ``gamma`` is at most 20, and within about
+        ``2e-5`` below the constraint's boundary when that is below 20. The constraint
+        always holds at ``gamma = 0`` (the mean), the fallback for ``k = 1`` or ``p = 0``.
+
+        Parameters
+        ----------
+        partition_gradients : numpy.ndarray
+            The benign gradients, shape ``(k, d)``.
+
+        Returns
+        -------
+        float
+            ``gamma >= 0``.
+        """
+        stack = np.asarray(partition_gradients, dtype=np.float64)
+        deviation = self.perturbation(stack)
+        if stack.shape[0] < 2 or not np.any(deviation):
+            return 0.0
+        mean = stack.mean(axis=0)
+        bound = self._bound(stack)
+        lamda = 10.0
+        threshold_diff = 1e-5
+        lamda_fail = lamda
+        lamda_succ = 0.0
+        while abs(lamda_succ - lamda) > threshold_diff:
+            if self._score(mean + lamda * deviation, stack) <= bound:
+                lamda_succ = lamda
+                lamda = lamda + lamda_fail / 2
+            else:
+                lamda = lamda - lamda_fail / 2
+            lamda_fail = lamda_fail / 2
+        return lamda_succ
+
+    def _score(self, malicious: npt.NDArray[np.float64], stack: npt.NDArray[np.float64]) -> float:
+        raise NotImplementedError
+
+    def _bound(self, stack: npt.NDArray[np.float64]) -> float:
+        raise NotImplementedError
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``mean + gamma * p`` over all partitions (every Byzantine the same vector)."""
+        stack = np.asarray(_checked(partition_gradients), dtype=np.float64)
+        malicious = stack.mean(axis=0) + self.gamma(stack) * self.perturbation(stack)
+        forged: npt.NDArray[np.float32] = malicious.astype(np.float32)
+        return forged
+
+
+def _pairwise_sq_distances(stack: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    diff = stack[:, None, :] - stack[None, :, :]
+    return np.asarray(np.einsum("ijd,ijd->ij", diff, diff), dtype=np.float64)
+
+
+def _sq_distances_to(
+    malicious: npt.NDArray[np.float64], stack: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    diff = stack - malicious
+    return np.asarray(np.einsum("id,id->i", diff, diff), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class MinMaxAttack(_AgrAgnosticAttack):
+    """Min-Max, AGR-agnostic (Shejwalkar & Houmansadr, NDSS 2021); float-only, omniscient.
+
+    Every Byzantine sends ``m = mean + gamma * p`` with ``gamma`` the largest value (found by
+    the authors' search, :meth:`gamma`) such that ``m`` is no farther from any benign
+    gradient than the benign gradients are from each other:
+    ``max_i ||m - g_i|| <= max_{i,j} ||g_i - g_j||``. The benign gradients ``g_i`` are the
+    ``(k, d)`` stack of every partition's gradient. Deterministic.
+
+    Parameters
+    ----------
+    direction : str (default: "std")
+        Perturbation ``p``, one of :data:`PERTURBATION_DIRECTIONS`: ``"std"`` (``-std`` of
+        the benign gradients per coordinate, the paper's best), ``"unit"``
+        (``-mean / ||mean||``) or ``"sign"`` (``-sign(mean)``).
+    """
+
+    name: ClassVar[str] = "min-max"
+
+    def _score(self, malicious: npt.NDArray[np.float64], stack: npt.NDArray[np.float64]) -> float:
+        return float(_sq_distances_to(malicious, stack).max())
+
+    def _bound(self, stack: npt.NDArray[np.float64]) -> float:
+        return float(_pairwise_sq_distances(stack).max())
+
+
+@dataclass(frozen=True)
+class MinSumAttack(_AgrAgnosticAttack):
+    """Min-Sum, AGR-agnostic (Shejwalkar & Houmansadr, NDSS 2021); float-only, omniscient.
+
+    Every Byzantine sends ``m = mean + gamma * p`` with ``gamma`` the largest value (found by
+    the authors' search, :meth:`gamma`) such that the sum of squared distances from ``m`` to
+    the benign gradients is no larger than that of any benign gradient:
+    ``sum_i ||m - g_i||^2 <= max_i sum_j ||g_i - g_j||^2``. The benign gradients ``g_i``
+    are the ``(k, d)`` stack of every partition's gradient. Deterministic.
+
+    Parameters
+    ----------
+    direction : str (default: "std")
+        Perturbation ``p``, one of :data:`PERTURBATION_DIRECTIONS` (see :class:`MinMaxAttack`).
+    """
+
+    name: ClassVar[str] = "min-sum"
+
+    def _score(self, malicious: npt.NDArray[np.float64], stack: npt.NDArray[np.float64]) -> float:
+        return float(_sq_distances_to(malicious, stack).sum())
+
+    def _bound(self, stack: npt.NDArray[np.float64]) -> float:
+        return float(_pairwise_sq_distances(stack).sum(axis=1).max())
+
+
+def _import_byzfl(name: str) -> Any:
+    """Return the ``byzfl`` module, or say how to install it."""
+    try:
+        import byzfl  # noqa: PLC0415 (optional dependency)
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"the {name} attack runs ByzFL's implementation, and byzfl is not installed: "
+            "pip install fl-election[byzfl]",
+            name="byzfl",
+        ) from error
+    return byzfl
+
+
+class _BoundAggregator:
+    """The injected aggregate function as the callable object ByzFL calls, ``agg(vectors)``."""
+
+    def __init__(self, aggregate: Callable[[np.ndarray], np.ndarray], name: str) -> None:
+        self._aggregate = aggregate
+        self._name = name
+
+    def __call__(self, vectors: Any) -> np.ndarray:
+        stacked = np.asarray(vectors)
+        out = np.asarray(self._aggregate(stacked))
+        if out.shape != stacked.shape[1:]:
+            raise ValueError(
+                f"{self._name}: the bound aggregate returned shape {out.shape} for vectors of "
+                f"shape {stacked.shape}; it must return one vector of shape {stacked.shape[1:]}"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class _OptimalByzflAttack(_FloatOnlyAttack):
+    """ByzFL's line-searched attacks, run against the aggregator the wiring binds.
+
+    Attacks never import aggregation code: the aggregator is injected as ``aggregate``.
+    """
+
+    f: int = 1
+    evals: int = 20
+    aggregate: Callable[[np.ndarray], np.ndarray] | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.f) or self.f < 1:
+            raise ValueError(
+                f"{self.name}: f (the Byzantine count) must be an integer >= 1, got {self.f!r}"
+            )
+        if not _is_int(self.evals) or self.evals < 1:
+            raise ValueError(f"{self.name}: evals must be an integer >= 1, got {self.evals!r}")
+        if self.aggregate is not None and not callable(self.aggregate):
+            raise ValueError(
+                f"{self.name}: aggregate must be a callable (m, d) -> (d,), got "
+                f"{type(self.aggregate).__name__}"
+            )
+
+    def _byzfl_attack(self, byzfl: Any, agg: _BoundAggregator) -> Any:
+        raise NotImplementedError
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Run ByzFL's attack with the stack as ``honest_vectors`` and the bound aggregator.
+
+        Raises
+        ------
+        ValueError
+            If no aggregator is bound (``aggregate`` is ``None``).
+        ModuleNotFoundError
+            If ``byzfl`` is not installed.
+        """
+        stack = _checked(partition_gradients)
+        if self.aggregate is None:
+            raise ValueError(
+                f"{self.name}: no aggregator to line-search against (aggregate is None); bind "
+                "the aggregator in use with dataclasses.replace(attack, aggregate=...)"
+            )
+        byzfl = _import_byzfl(self.name)
+        attack = self._byzfl_attack(byzfl, _BoundAggregator(self.aggregate, self.name))
+        forged: npt.NDArray[np.float32] = np.asarray(attack(stack), dtype=np.float32)
+        return forged
+
+
+@dataclass(frozen=True)
+class OptimalAlieAttack(_OptimalByzflAttack):
+    """ByzFL's optimal ALIE (``byzfl.Optimal_ALittleIsEnough``); float-only, omniscient.
+
+    Sends ``mean + tau * std`` (``ddof=1``) of the ``(k, d)`` stack, with ``tau``
+    line-searched (expansion then contraction, ``evals`` evaluations) to maximise the
+    distance between the aggregate of the honest vectors plus ``f`` copies of the attack and
+    the honest mean, under the bound aggregator and no pre-aggregation. With ``k = 1``
+    (no spread) it sends the mean.
+
+    Parameters
+    ----------
+    f : int (default: 1)
+        Number of Byzantine vectors in the line search, ``>= 1``; the wiring binds the
+        run's Byzantine count (:func:`create_attack_from_config`).
+    evals : int (default: 20)
+        Evaluations of the line search, ``>= 1``.
+    aggregate : Callable[[numpy.ndarray], numpy.ndarray] or None (default: None)
+        The aggregator in use, ``(m, d) -> (d,)``; must be bound before
+        :meth:`forge_float` (``dataclasses.replace(attack, aggregate=...)``).
+    """
+
+    name: ClassVar[str] = "optimal-alie"
+
+    def _byzfl_attack(self, byzfl: Any, agg: _BoundAggregator) -> Any:
+        return byzfl.Optimal_ALittleIsEnough(
+            agg=agg, pre_agg_list=[], f=int(self.f), evals=int(self.evals)
+        )
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Run ``byzfl.Optimal_ALittleIsEnough``; the mean when ``k = 1``."""
+        stack = _checked(partition_gradients)
+        if stack.shape[0] < 2 and self.aggregate is not None:
+            mean: npt.NDArray[np.float32] = stack.mean(axis=0).astype(np.float32)
+            return mean  # one vector has no standard deviation: tau * std is 0
+        return super().forge_float(gradient, stack, rng)
+
+
+@dataclass(frozen=True)
+class OptimalIpmAttack(_OptimalByzflAttack):
+    """ByzFL's optimal IPM (``byzfl.Optimal_InnerProductManipulation``); float-only, omniscient.
+
+    Sends ``-tau * mean`` of the ``(k, d)`` stack, with ``tau`` line-searched (expansion
+    then contraction, ``evals`` evaluations) to maximise the distance between the aggregate
+    of the honest vectors plus ``f`` copies of the attack and the honest mean, under the
+    bound aggregator and no pre-aggregation.
+
+    Parameters
+    ----------
+    f : int (default: 1)
+        Number of Byzantine vectors in the line search, ``>= 1``; the wiring binds the
+        run's Byzantine count (:func:`create_attack_from_config`).
+    evals : int (default: 20)
+        Evaluations of the line search, ``>= 1``.
+    aggregate : Callable[[numpy.ndarray], numpy.ndarray] or None (default: None)
+        The aggregator in use, ``(m, d) -> (d,)``; must be bound before
+        :meth:`forge_float` (``dataclasses.replace(attack, aggregate=...)``).
+    """
+
+    name: ClassVar[str] = "optimal-ipm"
+
+    def _byzfl_attack(self, byzfl: Any, agg: _BoundAggregator) -> Any:
+        return byzfl.Optimal_InnerProductManipulation(
+            agg=agg, pre_agg_list=[], f=int(self.f), evals=int(self.evals)
+        )
+
+
+@dataclass(frozen=True)
+class MimicAttack(_FloatOnlyAttack):
+    """ByzFL's Mimic (``byzfl.Mimic(epsilon=0)``; Karimireddy, He, Jaggi, ICLR 2022).
+
+    Every Byzantine sends honest vector 0 of the ``(k, d)`` stack: it over-represents one
+    partition's data, harmless to the mean under IID data, biasing under heterogeneity.
+    Float-only, omniscient.
+    """
+
+    name: ClassVar[str] = "mimic"
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``byzfl.Mimic(epsilon=0)`` of the stack: its row 0."""
+        stack = _checked(partition_gradients)
+        byzfl = _import_byzfl(self.name)
+        forged: npt.NDArray[np.float32] = np.array(byzfl.Mimic(epsilon=0)(stack), np.float32)
+        return forged
+
+
+@dataclass(frozen=True)
+class InfAttack(_FloatOnlyAttack):
+    """ByzFL's Inf (``byzfl.Inf()``): every coordinate ``+inf``; float-only.
+
+    The reply is not finite on purpose: it tests that the server's reply checks reject it
+    (the output of :func:`forge_float_gradient` is not checked).
+    """
+
+    name: ClassVar[str] = "inf"
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``byzfl.Inf()`` of the stack: ``+inf`` everywhere."""
+        stack = _checked(partition_gradients)
+        byzfl = _import_byzfl(self.name)
+        forged: npt.NDArray[np.float32] = np.asarray(byzfl.Inf()(stack), dtype=np.float32)
+        return forged
+
+
+@dataclass(frozen=True)
+class SignFlippingAttack(_FloatOnlyAttack):
+    """ByzFL's SignFlipping (``byzfl.SignFlipping()``; Allen-Zhu et al., ICLR 2021).
+
+    Every Byzantine sends ``-mean`` of the ``(k, d)`` stack: IPM with ``epsilon = 1``.
+    Float-only, omniscient.
+    """
+
+    name: ClassVar[str] = "sign-flipping"
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``byzfl.SignFlipping()`` of the stack: ``-mean``."""
+        stack = _checked(partition_gradients)
+        byzfl = _import_byzfl(self.name)
+        forged: npt.NDArray[np.float32] = np.asarray(byzfl.SignFlipping()(stack), np.float32)
+        return forged
+
+
+@dataclass(frozen=True)
+class NumExamplesInflationAttack(_FloatOnlyAttack):
+    """IPM's gradient sent with an inflated ``num-examples``; float-only, omniscient.
+
+    The gradient is ``-epsilon * mean`` of the ``(k, d)`` stack (:class:`IpmAttack`); the
+    client reports :meth:`claimed_examples` of its assigned count as its ``num-examples``, so
+    a server that trusts reported weights (Flower's default FedAvg) weighs it ``factor``
+    times. A server that assigns the weights itself is immune.
+
+    Parameters
+    ----------
+    epsilon : float (default: 0.1)
+        Scale of the IPM gradient, finite and ``> 0``.
+    factor : float (default: 100.0)
+        Inflation of the reported example count, finite and ``>= 1``.
+    """
+
+    name: ClassVar[str] = "num-examples-inflation"
+    inflates_num_examples: ClassVar[bool] = True
+    epsilon: float = 0.1
+    factor: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not _is_real(self.epsilon) or not math.isfinite(self.epsilon) or self.epsilon <= 0:
+            raise ValueError(
+                f"{self.name}: epsilon must be a finite number > 0, got {self.epsilon!r}"
+            )
+        if not _is_real(self.factor) or not math.isfinite(self.factor) or self.factor < 1:
+            raise ValueError(
+                f"{self.name}: factor must be a finite number >= 1, got {self.factor!r}"
+            )
+
+    def claimed_examples(self, assigned: int) -> int:
+        """Return the ``num-examples`` the worker reports, ``round(factor * assigned)``.
+
+        Parameters
+        ----------
+        assigned : int
+            The number of examples the worker really trains on, ``>= 0``.
+
+        Returns
+        -------
+        int
+            The inflated count.
+        """
+        if not _is_int(assigned) or assigned < 0:
+            raise ValueError(f"{self.name}: assigned must be an integer >= 0, got {assigned!r}")
+        return int(round(self.factor * int(assigned)))
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send ``-epsilon * mean(g_j)`` over all partitions (IPM's gradient)."""
+        stack = _checked(partition_gradients)
+        forged: npt.NDArray[np.float32] = (-self.epsilon * stack.mean(axis=0)).astype(np.float32)
+        return forged
+
+
+# --------------------------------------------------------------------- sign-vote min-margin
+
+
+def min_margin_vote(
+    partition_signs: np.ndarray,
+    rows: Sequence[Sequence[int]],
+    byzantine_rows: Sequence[int],
+    num_byzantine: int | None = None,
+) -> Int8Array:
+    """Return the vote of the min-margin attack (see :class:`MinMarginAttack`).
+
+    Each honest row (node) votes the sign of the sum of its partitions' signs (0 on a tie);
+    ``M`` is the sum of the honest votes per coordinate and ``mu = sign(sum_j s_j)`` the true
+    majority over all k partitions (where ``mu`` is 0, ``sign(M)``; where both are 0, ``+1``).
+    The ``b`` Byzantine votes, each of weight 1, can change the elected sign exactly where
+    ``mu * M <= b``: the attack sends ``-mu`` there and ``+mu`` elsewhere.
+
+    Parameters
+    ----------
+    partition_signs : numpy.ndarray
+        Every partition's sign, integer entries in {-1, 0, +1}, shape ``(k, d)``.
+    rows : Sequence[Sequence[int]]
+        For each row (node) of the code, the indices of the partitions it holds, in
+        ``[0, k)``.
+    byzantine_rows : Sequence[int]
+        The Byzantine rows, distinct indices into ``rows``; they are left out of ``M``.
+    num_byzantine : int or None (default: None)
+        ``b``, the number of Byzantine votes; ``len(byzantine_rows)`` when ``None``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int8 vote in {-1, +1}, shape ``(d,)``, the same for every Byzantine row.
+    """
+    signs = partition_signs
+    if not isinstance(signs, np.ndarray) or signs.ndim != 2:
+        raise ValueError("partition_signs must be a (k, d) numpy array")
+    if not np.issubdtype(signs.dtype, np.integer):
+        raise ValueError(f"partition_signs must have an integer dtype, got {signs.dtype}")
+    if signs.size and (signs.min() < -1 or signs.max() > 1):
+        raise ValueError("partition_signs entries must be in {-1, 0, +1}")
+    k = signs.shape[0]
+    row_list = [tuple(row) for row in rows]
+    for index, row in enumerate(row_list):
+        bad = [p for p in row if not _is_int(p) or not 0 <= p < k]
+        if bad:
+            raise ValueError(f"row {index} holds partitions outside [0, {k}): {bad!r}")
+    byzantine = set(byzantine_rows)
+    if len(byzantine) != len(tuple(byzantine_rows)) or not all(
+        _is_int(i) and 0 <= i < len(row_list) for i in byzantine
+    ):
+        raise ValueError(
+            f"byzantine_rows must be distinct integers in [0, {len(row_list)}), "
+            f"got {tuple(byzantine_rows)!r}"
+        )
+    b = len(byzantine) if num_byzantine is None else num_byzantine
+    if not _is_int(b) or b < 0:
+        raise ValueError(f"num_byzantine must be an integer >= 0, got {num_byzantine!r}")
+    s = signs.astype(np.int64)
+    margin = np.zeros(signs.shape[1], dtype=np.int64)
+    for index, row in enumerate(row_list):
+        if index not in byzantine:
+            margin += np.sign(s[list(row)].sum(axis=0))
+    mu = np.sign(s.sum(axis=0))
+    mu = np.where(mu != 0, mu, np.sign(margin))
+    mu = np.where(mu != 0, mu, 1)
+    swing = mu * margin <= int(b)
+    return np.where(swing, -mu, mu).astype(np.int8)
+
+
+@dataclass(frozen=True)
+class MinMarginAttack(SignAttack):
+    """Min-margin: flip exactly the coordinates the Byzantine votes can swing.
+
+    The adaptive attack on sign votes: with ``M`` the honest rows' vote sum and ``mu`` the
+    true majority (:func:`min_margin_vote`), the b Byzantines send ``-mu`` where
+    ``mu * M <= b`` and ``+mu`` elsewhere, so they look honest wherever they cannot change
+    the result. Tie rule: where ``mu = sign(sum_j s_j)`` is 0, ``mu = sign(M)``; where both
+    are 0, ``mu = +1``.
+
+    Under plain majority of the node votes it elects the same signs as the omniscient
+    attack (every Byzantine sends ``-mu``) wherever ``mu != 0``: where ``mu * M <= b``
+    both send ``-mu``; elsewhere the omniscient total ``M - b mu`` has sign
+    ``sign(mu * M - b) mu = mu``, as does the min-margin total ``M + b mu``. So the damage
+    is equal and it agrees with the honest majority everywhere else (stealth). (Where
+    ``mu = 0`` the omniscient attack falls back to each worker's own honest vote, and the
+    two may differ.)
+
+    It needs every partition's sign and the code: :meth:`forge` raises, and the client calls
+    :meth:`forge_from_partitions` once ``rows`` and ``byzantine_rows`` are bound
+    (``dataclasses.replace(attack, rows=..., byzantine_rows=...)``).
+
+    Parameters
+    ----------
+    rows : tuple[tuple[int, ...], ...] (default: ())
+        For each row (node) of the code, the partitions it holds.
+    byzantine_rows : tuple[int, ...] (default: ())
+        The Byzantine rows; ``b = len(byzantine_rows)``.
+    """
+
+    name: ClassVar[str] = "min-margin"
+    needs_sign_sum: ClassVar[bool] = True
+    needs_partition_signs: ClassVar[bool] = True
+    rows: tuple[tuple[int, ...], ...] = dataclasses.field(default=(), compare=False, repr=False)
+    byzantine_rows: tuple[int, ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            rows = tuple(tuple(row) for row in self.rows)
+            byzantine_rows = tuple(self.byzantine_rows)
+        except TypeError as error:
+            raise ValueError(
+                f"{self.name}: rows must be a sequence of partition-index sequences and "
+                "byzantine_rows a sequence of row indices"
+            ) from error
+        if not all(_is_int(p) and p >= 0 for row in rows for p in row):
+            raise ValueError(f"{self.name}: rows must hold partition indices >= 0, got {rows!r}")
+        if not all(_is_int(i) and 0 <= i < len(rows) for i in byzantine_rows) or len(
+            set(byzantine_rows)
+        ) != len(byzantine_rows):
+            raise ValueError(
+                f"{self.name}: byzantine_rows must be distinct row indices in [0, {len(rows)}), "
+                f"got {byzantine_rows!r}"
+            )
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "byzantine_rows", byzantine_rows)
+
+    def forge_from_partitions(self, partition_signs: np.ndarray) -> Int8Array:
+        """Return the vote every Byzantine row sends (:func:`min_margin_vote`).
+
+        Parameters
+        ----------
+        partition_signs : numpy.ndarray
+            Every partition's sign, integer entries in {-1, 0, +1}, shape ``(k, d)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            int8 vote in {-1, +1}, shape ``(d,)``.
+        """
+        if not self.rows or not self.byzantine_rows:
+            raise ValueError(
+                f"{self.name}: bind the code's rows and the Byzantine rows first, "
+                "dataclasses.replace(attack, rows=..., byzantine_rows=...)"
+            )
+        return min_margin_vote(partition_signs, self.rows, self.byzantine_rows)
+
+    def _forge(
+        self, honest_vote: Int8Array, sign_sum: IntArray | None, rng: np.random.Generator
+    ) -> Int8Array:
+        raise ValueError(
+            f"{self.name} needs every partition's sign and the code's rows, not one vote and "
+            "sign_sum: call forge_from_partitions(partition_signs) on the attack bound with "
+            "dataclasses.replace(attack, rows=..., byzantine_rows=...)"
+        )
+
+    def forge_float(
+        self, gradient: np.ndarray, partition_gradients: np.ndarray | None, rng: np.random.Generator
+    ) -> npt.NDArray[np.float32]:
+        """Send the min-margin vote with the mean gradient's magnitudes, ``vote * |mean|``."""
+        stack = _checked(partition_gradients)
+        vote = self.forge_from_partitions(np.sign(stack).astype(np.int8))
+        forged: npt.NDArray[np.float32] = (
+            vote.astype(np.float32) * np.abs(stack.mean(axis=0))
+        ).astype(np.float32)
+        return forged
+
+
 #: Registry of attacks by name.
 ATTACKS: dict[str, type[SignAttack]] = {
     cls.name: cls
@@ -756,6 +1442,15 @@ ATTACKS: dict[str, type[SignAttack]] = {
         GaussianNoiseAttack,
         SilentAttack,
         MalformedAttack,
+        MinMaxAttack,
+        MinSumAttack,
+        OptimalAlieAttack,
+        OptimalIpmAttack,
+        MimicAttack,
+        InfAttack,
+        SignFlippingAttack,
+        NumExamplesInflationAttack,
+        MinMarginAttack,
     )
 }
 
@@ -813,6 +1508,10 @@ ATTACK_CONFIG_KEYS: dict[str, dict[str, str]] = {
     "ipm": {"epsilon": "attack-epsilon"},
     "gaussian-noise": {"std": "attack-std"},
     "malformed": {"kind": "malformed-kind"},
+    "num-examples-inflation": {"epsilon": "attack-epsilon", "factor": "attack-inflation"},
+    # f, the Byzantine count of the line search, is bound from "byzantine-count".
+    "optimal-alie": {},
+    "optimal-ipm": {},
 }
 
 
@@ -831,6 +1530,13 @@ def create_attack_from_config(
     num_partitions : int
         ``k`` of the code, which ``alie`` needs.
 
+    Notes
+    -----
+    ``optimal-alie`` and ``optimal-ipm`` take ``f`` from ``config["byzantine-count"]`` when
+    it is present and nonzero (else their default 1: with no Byzantine, nobody sends it).
+    Their ``aggregate``, and ``min-margin``'s ``rows`` and ``byzantine_rows``, are bound
+    by the wiring (``dataclasses.replace``).
+
     Returns
     -------
     SignAttack
@@ -844,6 +1550,10 @@ def create_attack_from_config(
     }
     if key == "alie":
         params["num_partitions"] = num_partitions
+    if key in ("optimal-alie", "optimal-ipm"):
+        count = config.get("byzantine-count")
+        if count is not None and not (_is_int(count) and count == 0):
+            params["f"] = count
     return create_attack(key, **params)
 
 

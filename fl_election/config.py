@@ -33,7 +33,15 @@ ConfigValue = bool | int | float | str
 #: ``election`` (packed sign votes), ``fgm`` (the paper's float baseline) and Flower's own
 #: robust strategies over float gradients (:mod:`fl_election.strategies.flower_robust`).
 FLOWER_AGGREGATIONS = ("fedavg", "krum", "multikrum", "bulyan", "fedmedian", "fedtrimmedavg")
-AGGREGATIONS = ("election", "fgm", *FLOWER_AGGREGATIONS)
+#: ByzFL's defences (optional extra ``byzfl``), each a Flower strategy wrapping FedAvg
+#: (:mod:`fl_election.strategies.byzfl_robust`).
+BYZFL_AGGREGATIONS = ("nnm-trmean", "nnm-median", "arc-trmean", "centeredclipping", "geomedian")
+#: Every aggregation over float gradients (Flower's and ByzFL's).
+FLOAT_AGGREGATIONS = (*FLOWER_AGGREGATIONS, *BYZFL_AGGREGATIONS)
+AGGREGATIONS = ("election", "fgm", *FLOAT_AGGREGATIONS)
+#: How a float aggregator weighs a reply: by the share the server assigned, or by the
+#: ``num-examples`` the node reports (Flower's default, which a Byzantine can inflate).
+NUM_EXAMPLES_WEIGHTS = ("assigned", "reported")
 BYZANTINE_SELECTIONS = ("random", "worst", "explicit", "node-config")
 ATTACK_DIRECTIONS = (1, -1)
 
@@ -56,6 +64,8 @@ MAX_NOISE_STD = 1e3
 """Largest ``grad-noise-std`` and ``attack-std``."""
 MAX_ATTACK_Z = 1e3
 """Largest ``attack-z``."""
+MAX_INFLATION = 1e6
+"""Largest ``attack-inflation``."""
 MIN_ROUND_TIMEOUT = 1.0
 """Smallest ``round-timeout`` in seconds: below it no node's reply (one local gradient step and
 a round trip) can arrive, so every round would end with every node counted as missing."""
@@ -154,8 +164,10 @@ class RunConfig:
         ``election`` (packed sign votes), ``fgm`` (float gradients, coordinate-wise median)
         or one of Flower's strategies over float gradients: ``fedavg``, ``krum``,
         ``multikrum``, ``bulyan``, ``fedmedian``, ``fedtrimmedavg``
-        (:mod:`fl_election.strategies.flower_robust`; ``byzantine-count`` is their ``f``).
-        Krum and MultiKrum need ``n >= 2b + 3``, Bulyan ``n >= 4b + 3``.
+        (:mod:`fl_election.strategies.flower_robust`; ``byzantine-count`` is their ``f``)
+        or ByzFL's defences ``nnm-trmean``, ``nnm-median``, ``arc-trmean``,
+        ``centeredclipping``, ``geomedian`` (:mod:`fl_election.strategies.byzfl_robust`,
+        extra ``byzfl``). Krum and MultiKrum need ``n >= 2b + 3``, Bulyan ``n >= 4b + 3``.
     batch_size : int (default: 240)
         Global minibatch ``B`` per step, cut into ``k`` slices of ``B // k``. In
         ``[k, training-set size]`` (:data:`TRAIN_SIZES`: digits 1437, mnist and
@@ -199,7 +211,11 @@ class RunConfig:
         Noise standard deviation of the ``gaussian-noise`` attack. Finite, in ``[0, 1000]``.
     attack_epsilon : float (default: 0.1)
         Scale of the float ``ipm`` attack, ``-epsilon * mean gradient``. Finite, in
-        ``(0, 1000]``; sign votes ignore it (IPM is the omniscient vote there).
+        ``(0, 1000]``; sign votes ignore it (IPM is the omniscient vote there). Also the
+        scale of ``num-examples-inflation``'s gradient.
+    attack_inflation : float (default: 100.0)
+        How many times its assigned share a ``num-examples-inflation`` Byzantine claims as
+        its ``num-examples``. Finite, in ``[1, 10**6]``.
     malformed_kind : str (default: "garbage")
         Payload of the ``malformed`` attack: dtype, length, nan, missing or garbage (checked
         whatever the attack).
@@ -268,8 +284,13 @@ class RunConfig:
         ``vote`` (nodes keep the model and receive the elected direction, 1 bit per
         coordinate, and the batch-norm buffers) or ``full`` (the model every round).
     worker_momentum : float (default: 0.0)
-        Worker-side momentum (Signum) per partition, in ``[0, 1)``; 0 disables it. Usually
-        with ``momentum = 0``.
+        Worker-side momentum, in ``[0, 1)``; 0 disables it. Usually with ``momentum = 0``.
+        On sign votes Signum, per partition; on float gradients (Karimireddy et al., ICML
+        2021) each node sends ``m = beta m + (1 - beta) g`` instead of ``g``.
+    num_examples_weights : str (default: "assigned")
+        Float aggregators' reply weights: ``assigned`` (the share the server assigned) or
+        ``reported`` (the node's own ``num-examples``, as Flower's FedAvg and MultiKrum
+        take it; a Byzantine may inflate it).
     resume : bool (default: False)
         Start from the run's checkpoint when there is one (same config, other than
         ``num-server-rounds``, ``checkpoint-every`` and ``resume``).
@@ -312,6 +333,7 @@ class RunConfig:
     attack_z: float = 1.0
     attack_std: float = 0.0001
     attack_epsilon: float = 0.1
+    attack_inflation: float = 100.0
     malformed_kind: str = "garbage"
     grad_noise_std: float = 0.0
     eval_every: int = 10
@@ -331,6 +353,7 @@ class RunConfig:
     tie_rule: str = "gradient"
     downlink: str = "vote"
     worker_momentum: float = 0.0
+    num_examples_weights: str = "assigned"
     resume: bool = False
     track_vote_error: bool = False
     dirichlet_alpha: float = 0.0
@@ -659,6 +682,18 @@ class RunConfig:
         real_in("attack-z", self.attack_z, 0, MAX_ATTACK_Z)
         real_in("attack-std", self.attack_std, 0, MAX_NOISE_STD)
         real_in("attack-epsilon", self.attack_epsilon, 0, MAX_ATTACK_Z, open_low=True)
+        real_in("attack-inflation", self.attack_inflation, 1, MAX_INFLATION)
+        attack_cls = attacks.ATTACKS[self.attack]
+        need(
+            not (election and attack_cls.float_only),
+            f"attack {self.attack!r} forges float gradients: it needs a float aggregation "
+            f"({', '.join(('fgm', *FLOAT_AGGREGATIONS))}), not 'election'",
+        )
+        need(
+            election or not attack_cls.needs_partition_signs,
+            f"attack {self.attack!r} forges sign votes from the code's rows: it needs "
+            f"aggregation = 'election', not {self.aggregation!r}",
+        )
         b = self.byzantine_count
         if self.aggregation in ("krum", "multikrum"):
             need(
@@ -697,6 +732,7 @@ class RunConfig:
         int_in("checkpoint-every", self.checkpoint_every, 0, MAX_ROUNDS)
         one_of("tie-rule", self.tie_rule, ("gradient", "abstain"))
         one_of("downlink", self.downlink, ("vote", "full"))
+        one_of("num-examples-weights", self.num_examples_weights, NUM_EXAMPLES_WEIGHTS)
         need(
             isinstance(self.worker_momentum, float) and 0.0 <= self.worker_momentum < 1.0,
             f"worker-momentum must be in [0, 1), got {self.worker_momentum}",

@@ -8,5 +8,5 @@ PYTHON=${PYTHON:-python3}
 python -m pip install --quiet --upgrade pip
 # torch and torchvision first, pinned to the builds this workplace serves from disk.
 python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install --quiet -e ".[dev]"
+python -m pip install --quiet -e ".[dev,byzfl]"
 echo "fl-election installed in $(pwd)/.venv; activate with: . .venv/bin/activate"

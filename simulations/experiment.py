@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fl_election.config import FLOWER_AGGREGATIONS, RunConfig
+from fl_election.config import FLOAT_AGGREGATIONS, RunConfig
 from fl_election.contract import tied_keys, vote_keys
 from fl_election.data import load_dataset
 from fl_election.models import create_model
@@ -31,6 +31,7 @@ from fl_election.strategies import (
     ElectionCoding,
     FlowerRobust,
     FullGradientMedian,
+    create_float_aggregator,
 )
 from fl_election.training import evaluate
 
@@ -83,12 +84,19 @@ def build_strategy(
     }
     if cfg.aggregation == "fgm":
         return FullGradientMedian(cfg.num_workers, **common)
-    if cfg.aggregation in FLOWER_AGGREGATIONS:
-        return FlowerRobust(cfg.num_workers, cfg.aggregation, **common)
+    if cfg.aggregation in FLOAT_AGGREGATIONS:
+        return FlowerRobust(
+            cfg.num_workers,
+            create_float_aggregator(cfg.aggregation, cfg.num_workers, cfg.byzantine_count),
+            num_examples_weights=cfg.num_examples_weights,
+            **common,
+        )
     return ElectionCoding(cfg.allocation_code(), **common)
 
 
-def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
+def run_experiment(
+    grid: Grid, cfg: RunConfig, *, traffic: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """Train with ``cfg`` over ``grid``; write and return the JSON result.
 
     Parameters
@@ -97,6 +105,10 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         Flower grid (a simulation, a deployment, or :class:`InProcessGrid`).
     cfg : RunConfig
         The validated configuration.
+    traffic : Sequence[Mapping[str, Any]] | None (default: None)
+        The grid's record of serialized bytes per push (:class:`InProcessGrid.traffic`),
+        filled as the run goes; its train pushes become each round's ``wire-down-bytes``
+        and ``wire-up-bytes`` (the protobuf messages both ways, not only their arrays).
 
     Returns
     -------
@@ -166,8 +178,14 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
         row.update(dict(metrics or {}))
         direction = strategy.last_direction
         if referee is not None and round_arrays is not None and direction is not None:
-            row["vote-error-rate"] = referee.score(
-                strategy, server_round + offset, round_arrays, direction
+            row.update(
+                referee.score(
+                    strategy,
+                    server_round + offset,
+                    round_arrays,
+                    direction,
+                    coded=cfg.aggregation == "election",
+                )
             )
         row["audit"] = strategy.audit[-1].to_json()
         rows[server_round + offset] = row
@@ -191,9 +209,14 @@ def run_experiment(grid: Grid, cfg: RunConfig) -> dict[str, Any]:
             evaluate_fn=evaluate_fn,
         )
 
+    train_traffic = [t for t in traffic or () if t["type"] == MessageType.TRAIN]
+    wire = {offset + 1 + i: t for i, t in enumerate(train_traffic)}
     rounds = []
     for run_round in range(1, cfg.num_server_rounds + 1):
         row = dict(rows.get(run_round, {"round": run_round}))
+        if run_round in wire:
+            row["wire-down-bytes"] = int(wire[run_round]["down"])
+            row["wire-up-bytes"] = int(wire[run_round]["up"])
         client_eval = result.evaluate_metrics_clientapp.get(run_round - offset) if result else None
         if client_eval is not None:
             row.update({f"client-{k}": v for k, v in dict(client_eval).items()})

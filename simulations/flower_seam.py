@@ -25,6 +25,7 @@ __all__ = [
     "set_message_id",
     "stamp_server_identity",
     "wire_copy",
+    "wire_copy_sized",
 ]
 
 #: The node id of the server side of a run.
@@ -61,3 +62,9 @@ def wire_copy(message: Message) -> Message:
     Flower could not serialize fails here as it would on the wire.
     """
     return message_from_proto(message_to_proto(message))
+
+
+def wire_copy_sized(message: Message) -> tuple[Message, int]:
+    """Return :func:`wire_copy` of ``message`` and its serialized size in bytes."""
+    proto = message_to_proto(message)
+    return message_from_proto(proto), proto.ByteSize()

@@ -27,7 +27,7 @@ from .flower_seam import (
     empty_run,
     set_message_id,
     stamp_server_identity,
-    wire_copy,
+    wire_copy_sized,
 )
 
 #: Error code of a reply standing for an exception raised inside the ClientApp.
@@ -69,6 +69,9 @@ class InProcessGrid(Grid):
         # Messages stamp the sender's identity; in a real deployment the runtime sets it.
         stamp_server_identity(run_id)
         self._replies: dict[str, Message] = {}
+        #: Serialized bytes of every push (one per round and message type): the protobuf
+        #: messages as they travel, both directions, ``{"type", "down", "up"}``.
+        self.traffic: list[dict[str, Any]] = []
         self.contexts: dict[int, Context] = {}
         for i in range(num_nodes):
             node_id = 1000 + i
@@ -112,19 +115,26 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Deliver each message to its node now and keep the reply for pulling."""
         ids = []
+        pushed = {"type": "", "down": 0, "up": 0}
         for message in messages:
             message_id = set_message_id(message)
             node_id = message.metadata.dst_node_id
             if node_id not in self.contexts:
                 raise ValueError(f"no node with id {node_id}")
+            delivered, size = wire_copy_sized(message)
+            pushed["type"] = message.metadata.message_type
+            pushed["down"] += size
             try:
-                reply = self.client_app(wire_copy(message), self.contexts[node_id])
+                reply = self.client_app(delivered, self.contexts[node_id])
             except Exception as err:  # noqa: BLE001 - a crashing node must not stop the run
                 reason = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
                 reply = Message(Error(code=CLIENT_EXCEPTION_CODE, reason=reason), reply_to=message)
             set_message_id(reply)
-            self._replies[message_id] = wire_copy(reply)
+            self._replies[message_id], size = wire_copy_sized(reply)
+            pushed["up"] += size
             ids.append(message_id)
+        if ids:
+            self.traffic.append(pushed)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
@@ -190,7 +200,7 @@ def run_inprocess(cfg: RunConfig) -> dict[str, Any]:
 
     grid = InProcessGrid(client_app, cfg.num_workers, cfg.to_run_config())
     try:
-        return run_experiment(grid, cfg)
+        return run_experiment(grid, cfg, traffic=grid.traffic)
     finally:
         gc.unfreeze()  # what the grid froze is collectable again once the run is over
         gc.collect()

@@ -61,6 +61,10 @@ _ARRAYS = "arrays"
 _METRICS = "metrics"
 #: Flower's default ``weighted_by_key`` (the key a strategy without one is handed).
 _NUM_EXAMPLES = "num-examples"
+#: How a reply may be weighted (``num_examples_weights``).
+NUM_EXAMPLES_WEIGHTS = ("assigned", "reported")
+#: Largest reported ``num-examples`` taken as a weight under ``"reported"``.
+MAX_REPORTED_EXAMPLES = 10**9
 #: Round metric: accepted nodes whose reported ``num-examples`` is not their assigned share.
 METRIC_NUM_EXAMPLES_MISMATCH = "num-examples-mismatch"
 
@@ -149,13 +153,31 @@ class FlowerRobust(FullGradientMedian):
     aggregator : str | flwr.serverapp.strategy.Strategy
         A name of :data:`FLOWER_STRATEGIES` (configured for ``byzantine_budget``) or a
         Flower strategy object whose ``aggregate_train`` aggregates the gradients.
+    num_examples_weights : str (default: "assigned")
+        ``"assigned"``: each reply is weighted by the share the server assigned
+        (:meth:`assigned_examples`); ``"reported"``: by the node's own ``num-examples``, as
+        Flower's FedAvg and MultiKrum take it out of the box (a Byzantine can inflate it:
+        the ``num-examples-inflation`` attack). A reported value that is missing or not a
+        finite number in ``[1, 10**9]`` falls back to the assigned share.
     **kwargs : Any
         Training settings of :class:`~fl_election.strategies.DirectionStrategy`
         (``byzantine_budget``, ``lr``, ``momentum``, ``weight_decay``, ...).
     """
 
-    def __init__(self, num_nodes: int, aggregator: str | Strategy, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        num_nodes: int,
+        aggregator: str | Strategy,
+        num_examples_weights: str = "assigned",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(num_nodes, **kwargs)
+        if num_examples_weights not in NUM_EXAMPLES_WEIGHTS:
+            raise ValueError(
+                f"num_examples_weights must be one of {NUM_EXAMPLES_WEIGHTS}, got "
+                f"{num_examples_weights!r}"
+            )
+        self.num_examples_weights = num_examples_weights
         if isinstance(aggregator, str):
             self.aggregator_name = aggregator
             aggregator = create_flower_aggregator(aggregator, num_nodes, self.byzantine_budget)
@@ -237,12 +259,17 @@ class FlowerRobust(FullGradientMedian):
                     problem,
                     assigned,
                 )
+            weight = assigned
+            reported = v.metrics.get(contract.METRIC_NUM_EXAMPLES)
+            if self.num_examples_weights == "reported" and reported is not None:
+                if 1 <= reported <= MAX_REPORTED_EXAMPLES:
+                    weight = int(reported)
             replies.append(
                 Message(
                     RecordDict(
                         {
                             _ARRAYS: ArrayRecord({contract.GRADIENT: Array(v.payload)}),
-                            _METRICS: MetricRecord({weight_key: assigned}),
+                            _METRICS: MetricRecord({weight_key: weight}),
                         }
                     ),
                     dst_node_id=v.node_id,
