@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
-
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -67,7 +67,8 @@ def run_attack(cfg: RunConfig) -> SignAttack:
     on vectors; ``fgm``'s coordinate-wise median). Attacks never import
     aggregators: this is where the two meet.
     """
-    attack = cfg.create_attack()
+    # Any: the fields bound here belong to the subclasses, not to SignAttack.
+    attack: Any = cfg.create_attack()
     fields = {f.name for f in dataclasses.fields(attack)}
     if attack.needs_partition_signs:
         code = cfg.allocation_code()
@@ -82,7 +83,8 @@ def run_attack(cfg: RunConfig) -> SignAttack:
         else:
             aggregate = vector_oracle(cfg.aggregation, cfg.num_workers, cfg.byzantine_count)
         attack = dataclasses.replace(attack, aggregate=aggregate)
-    return attack
+    bound: SignAttack = attack
+    return bound
 
 
 def select_attack(context: Context, instruction: TrainInstruction) -> SignAttack | None:

@@ -85,7 +85,7 @@ def load_spec(path: Path = SPEC) -> dict[str, Any]:
 
 def is_float(spec: dict[str, Any], scheme: str) -> bool:
     """Whether ``scheme`` sends float gradients (its compute setting then matters)."""
-    return spec["schemes"][scheme].get("aggregation", "election") != "election"
+    return bool(spec["schemes"][scheme].get("aggregation", "election") != "election")
 
 
 def points(spec: dict[str, Any]) -> list[Point]:
@@ -99,8 +99,10 @@ def points(spec: dict[str, Any]) -> list[Point]:
     return out
 
 
-def attacks_of(spec: dict[str, Any], profile: dict[str, Any], point: Point, *, tune: bool) -> list[str]:
-    """The attacks a point faces (``none`` at ``b = 0``)."""
+def attacks_of(
+    spec: dict[str, Any], profile: dict[str, Any], point: Point, *, tune: bool
+) -> list[str]:
+    """Return the attacks a point faces (``none`` at ``b = 0``)."""
     if point.b == 0:
         return ["none"]
     kind = "float" if is_float(spec, point.scheme) else "sign"
@@ -110,7 +112,7 @@ def attacks_of(spec: dict[str, Any], profile: dict[str, Any], point: Point, *, t
 def overrides(
     spec: dict[str, Any], point: Point, attack: str, lr: float, rounds: int, milestones: str
 ) -> dict[str, Any]:
-    """The run config of one run: base, scheme, setting, attack, lr, length."""
+    """Return the run config of one run: base, scheme, setting, attack, lr, length."""
     scheme = {k: v for k, v in spec["schemes"][point.scheme].items() if k != "lr"}
     values = {**spec["base"], **scheme, **spec["settings"].get(point.setting, {})}
     values.update({k: v for k, v in spec["attacks"][attack].items()})
@@ -148,7 +150,7 @@ def _run_all(configs: list[RunConfig], jobs: int) -> None:
 
 
 def _final(folder: Path, name: str) -> float:
-    """Final test accuracy of one run; a run that stopped (failed closed) scores 0."""
+    """Return the final test accuracy of one run; a run that stopped (failed closed) scores 0."""
     record = json.loads((folder / f"{name}.json").read_text())
     if "final" not in record:
         return 0.0
@@ -177,7 +179,12 @@ def tune(spec: dict[str, Any], profile: dict[str, Any], out: Path, jobs: int) ->
                 for attack in attacks_of(spec, profile, p, tune=True):
                     name = f"{p.name}-{attack}-lr{_lr_name(ladder[i])}"
                     values = overrides(
-                        spec, p, attack, ladder[i], profile["tune-rounds"], profile["tune-milestones"]
+                        spec,
+                        p,
+                        attack,
+                        ladder[i],
+                        profile["tune-rounds"],
+                        profile["tune-milestones"],
                     )
                     configs.append(_config({**values, "seed": 0}, folder, name))
         _run_all(configs, jobs)
@@ -215,7 +222,7 @@ def tune(spec: dict[str, Any], profile: dict[str, Any], out: Path, jobs: int) ->
 
 
 def seeds_of(profile: dict[str, Any], b: int) -> list[int]:
-    """The seeds a point is evaluated on."""
+    """Return the seeds a point is evaluated on."""
     return list(profile["seeds-at-b6"] if b == 6 else profile["seeds"])
 
 
@@ -226,25 +233,54 @@ def evaluate(
     folder = out / "eval"
     folder.mkdir(parents=True, exist_ok=True)
     configs = []
-    for p in points(spec):
+    # Largest b first: a pipeline cut short has every scheme at b = 6.
+    for p in sorted(points(spec), key=lambda p: -p.b):
         if _skipped(spec, p) is not None:
             continue
         lr = chosen[p.name]["lr"]
         for attack in attacks_of(spec, profile, p, tune=False):
-            values = overrides(spec, p, attack, lr, profile["eval-rounds"], profile["eval-milestones"])
+            values = overrides(
+                spec, p, attack, lr, profile["eval-rounds"], profile["eval-milestones"]
+            )
             for seed in seeds_of(profile, p.b):
-                configs.append(_config({**values, "seed": seed}, folder, f"{p.name}-{attack}-seed{seed}"))
+                cfg = _config({**values, "seed": seed}, folder, f"{p.name}-{attack}-seed{seed}")
+                _reuse_tuning_run(cfg, out / "tune", f"{p.name}-{attack}-lr{_lr_name(lr)}")
+                configs.append(cfg)
     inflation = spec["inflation"]
-    for scheme in inflation["schemes"]:
+    for scheme in (s for s in inflation["schemes"] if s in spec["schemes"]):
         for weights in ("reported", "assigned"):
             for b in spec["byzantine-counts"]:
                 p = Point(scheme, "equal-batch", b)
-                values = overrides(spec, p, "none", chosen[p.name]["lr"], profile["eval-rounds"], profile["eval-milestones"])
+                values = overrides(
+                    spec,
+                    p,
+                    "none",
+                    chosen[p.name]["lr"],
+                    profile["eval-rounds"],
+                    profile["eval-milestones"],
+                )
                 values.update({k: v for k, v in inflation.items() if k != "schemes"})
                 values["num-examples-weights"] = weights
                 name = f"{p.name}-inflation-{weights}-seed0"
                 configs.append(_config({**values, "seed": 0}, folder, name))
     _run_all(configs, jobs)
+
+
+def _reuse_tuning_run(cfg: RunConfig, tune_folder: Path, tune_name: str) -> None:
+    """Copy a tuning run that is exactly this evaluation run (same config but its name)."""
+    target = Path(cfg.output_dir) / f"{cfg.run_name}.json"
+    source = tune_folder / f"{tune_name}.json"
+    if target.exists() or not source.exists():
+        return
+    record = json.loads(source.read_text())
+    wanted = cfg.to_run_config()
+    ignored = ("run-name", "output-dir")
+    if {k: v for k, v in record["config"].items() if k not in ignored} == {
+        k: v for k, v in wanted.items() if k not in ignored
+    }:
+        record["config"] = wanted
+        record["reused_from"] = str(source.name)
+        target.write_text(json.dumps(record, indent=1))
 
 
 # ---------------------------------------------------------------------------- tables
@@ -270,7 +306,7 @@ def _compute(record: dict[str, Any]) -> tuple[float, int, int]:
 
 
 def _bytes_to_target(record: dict[str, Any]) -> tuple[float, int | None, float | None]:
-    """Serialized bytes per step (both ways), the round 0.90 is reached, bytes until then."""
+    """Return bytes per step (both ways), the step 0.90 is reached, the bytes until then."""
     rounds = record.get("rounds", [])
     wire = [r["wire-down-bytes"] + r["wire-up-bytes"] for r in rounds if "wire-down-bytes" in r]
     per_step = float(np.mean(wire)) if wire else float("nan")
@@ -332,9 +368,12 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
     float_schemes = [s for s in spec["schemes"] if is_float(spec, s)]
     for setting in spec["settings"]:
         lines += [f"### Worst case, float schemes at {SETTING_TITLES.get(setting, setting)}", ""]
-        lines += ["| scheme | sample-gradients / step: node (mean, max), system | "
-                  + " | ".join(f"b = {b}" for b in budgets) + " |",
-                  "|---|---|" + "---|" * len(budgets)]
+        lines += [
+            "| scheme | sample-gradients / step: node (mean, max), system | "
+            + " | ".join(f"b = {b}" for b in budgets)
+            + " |",
+            "|---|---|" + "---|" * len(budgets),
+        ]
         for scheme in [*sign_schemes, *float_schemes]:
             s = "coded" if scheme in sign_schemes else setting
             row = [scheme]
@@ -359,26 +398,34 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
         lines += ["Not run: " + "; ".join(f"{k}: {v}" for k, v in sorted(skipped.items())), ""]
     # lr table
     lines += ["### Chosen lr per point (* = at the ladder's end)", ""]
-    lines += ["| scheme | setting | " + " | ".join(f"b = {b}" for b in budgets) + " |",
-              "|---|---|" + "---|" * len(budgets)]
+    lines += [
+        "| scheme | setting | " + " | ".join(f"b = {b}" for b in budgets) + " |",
+        "|---|---|" + "---|" * len(budgets),
+    ]
     for scheme in spec["schemes"]:
-        for s in (list(spec["settings"]) if is_float(spec, scheme) else ["coded"]):
+        for s in list(spec["settings"]) if is_float(spec, scheme) else ["coded"]:
             row = [scheme, s]
             for b in budgets:
                 c = chosen.get(Point(scheme, s, b).name)
-                row.append("n/a" if c is None or Point(scheme, s, b).name in skipped
-                           else f"{c['lr']:g}" + ("*" if c["edge"] else ""))
+                row.append(
+                    "n/a"
+                    if c is None or Point(scheme, s, b).name in skipped
+                    else f"{c['lr']:g}" + ("*" if c["edge"] else "")
+                )
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     # error metrics at b = 6, worst attack, and honest b = 0
-    lines += ["### One error metric for every scheme", "",
-              "Mean over the run's steps, against the honest mean gradient g of the step's "
-              "minibatch: magnitude-weighted sign error (0 for honest FedAvg) and cosine; the "
-              "partition-majority error only for coded schemes. Float schemes at equal compute.",
-              "",
-              "| scheme | b = 0: sign error | b = 0: cosine | b = 0: partition-majority error "
-              "| b = 6 worst attack | sign error | cosine | partition-majority error |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "### One error metric for every scheme",
+        "",
+        "Mean over the run's steps, against the honest mean gradient g of the step's "
+        "minibatch: magnitude-weighted sign error (0 for honest FedAvg) and cosine; the "
+        "partition-majority error only for coded schemes. Float schemes at equal compute.",
+        "",
+        "| scheme | b = 0: sign error | b = 0: cosine | b = 0: partition-majority error "
+        "| b = 6 worst attack | sign error | cosine | partition-majority error |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for scheme in [*sign_schemes, *float_schemes]:
         s = "coded" if scheme in sign_schemes else "equal-compute"
         row = [scheme]
@@ -395,39 +442,49 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
                 continue
             rec = _records(folder, [f"{p.name}-{attack}-seed0"])[0]
             for key in ("weighted-sign-error", "cosine", "vote-error-rate"):
-                value = _mean_metric(rec, key)
-                row.append("" if value is None else f"{value:.3f}")
+                metric = _mean_metric(rec, key)
+                row.append("" if metric is None else f"{metric:.3f}")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     # cost
-    lines += ["### Cost: bytes per step and to 0.90 test accuracy (b = 0, no attack)", "",
-              "Serialized protobuf messages, both directions, every node, per step; the steps "
-              f"until the first evaluation at >= {TARGET_ACCURACY:.2f} (every "
-              f"{spec['base']['eval-every']} steps) and the bytes spent until then.", "",
-              "| scheme | setting | bytes / step | steps to 0.90 | bytes to 0.90 |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "### Cost: bytes per step and to 0.90 test accuracy (b = 0, no attack)",
+        "",
+        "Serialized protobuf messages, both directions, every node, per step; the steps "
+        f"until the first evaluation at >= {TARGET_ACCURACY:.2f} (every "
+        f"{spec['base']['eval-every']} steps) and the bytes spent until then.",
+        "",
+        "| scheme | setting | bytes / step | steps to 0.90 | bytes to 0.90 |",
+        "|---|---|---|---|---|",
+    ]
     for scheme in spec["schemes"]:
-        for s in (list(spec["settings"]) if is_float(spec, scheme) else ["coded"]):
+        for s in list(spec["settings"]) if is_float(spec, scheme) else ["coded"]:
             name = f"{Point(scheme, s, 0).name}-none-seed0"
             if not (folder / f"{name}.json").exists():
                 continue
             per_step, steps, spent = _bytes_to_target(_records(folder, [name])[0])
-            lines.append(
-                f"| {scheme} | {s} | {per_step / 1024:.1f} KiB | "
-                + (f"{steps} | {spent / 2**20:.2f} MiB |" if steps else "not reached | - |")
-            )
+            reached = "not reached | - |"
+            if steps is not None and spent is not None:
+                reached = f"{steps} | {spent / 2**20:.2f} MiB |"
+            lines.append(f"| {scheme} | {s} | {per_step / 1024:.1f} KiB | " + reached)
     lines.append("")
     # inflation
-    lines += ["### num-examples inflation (IPM epsilon 1, claiming 100x its share)", "",
-              "| scheme | weights | " + " | ".join(f"b = {b}" for b in spec["byzantine-counts"]) + " |",
-              "|---|---|" + "---|" * len(spec["byzantine-counts"])]
-    for scheme in spec["inflation"]["schemes"]:
+    lines += [
+        "### num-examples inflation (IPM epsilon 1, claiming 100x its share)",
+        "",
+        "| scheme | weights | " + " | ".join(f"b = {b}" for b in spec["byzantine-counts"]) + " |",
+        "|---|---|" + "---|" * len(spec["byzantine-counts"]),
+    ]
+    for scheme in (s for s in spec["inflation"]["schemes"] if s in spec["schemes"]):
         for weights in ("reported", "assigned"):
             row = [scheme, weights]
             for b in spec["byzantine-counts"]:
                 name = f"{Point(scheme, 'equal-batch', b).name}-inflation-{weights}-seed0"
-                row.append(f"{_accuracy(_records(folder, [name])[0]):.3f}"
-                           if (folder / f"{name}.json").exists() else "")
+                row.append(
+                    f"{_accuracy(_records(folder, [name])[0]):.3f}"
+                    if (folder / f"{name}.json").exists()
+                    else ""
+                )
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     figures.mkdir(parents=True, exist_ok=True)

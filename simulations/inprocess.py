@@ -115,7 +115,7 @@ class InProcessGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Deliver each message to its node now and keep the reply for pulling."""
         ids = []
-        pushed = {"type": "", "down": 0, "up": 0}
+        pushed: dict[str, Any] = {"type": "", "down": 0, "up": 0}
         for message in messages:
             message_id = set_message_id(message)
             node_id = message.metadata.dst_node_id

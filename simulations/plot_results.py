@@ -1,8 +1,9 @@
 """Regenerate every figure and table of the README from the sweep results.
 
-For each ``outputs/<sweep>/`` of a grid sweep (schemes x b x attacks, e.g. the
-head-to-head with Flower's strategies) it writes the worst-case accuracy table, the cost
-table and a heatmap (:func:`head_to_head`); for every other sweep it plots the test
+For ``outputs/head_to_head/<profile>/`` it writes the head-to-head pipeline's tables and
+heatmap (:func:`fl_election.simulations.head_to_head.tables`). For each other
+``outputs/<sweep>/`` of a grid sweep (schemes x b x attacks) it writes the worst-case
+accuracy table, the cost table and a heatmap (:func:`head_to_head`); for every other sweep it plots the test
 accuracy per round (mean over seeds, with the min-max band) of every variant into
 ``docs/figures/<sweep>.png`` and writes the final accuracies as a markdown table into
 ``docs/figures/<sweep>.md``::
@@ -423,6 +424,11 @@ def plot_main_job(outputs: Path, figures: Path) -> Path | None:
     return path
 
 
+#: Where the head-to-head pipeline writes, and its profiles, most thorough first.
+PIPELINE_FOLDER = "head_to_head"
+PIPELINE_PROFILES = ("full", "quick", "ci")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Plot every sweep folder under ``--outputs``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -435,7 +441,18 @@ def main(argv: list[str] | None = None) -> int:
     candidates = [
         head_to_head(folder, args.figures) if _points(folder) else plot_sweep(folder, args.figures)
         for folder in folders
+        if folder.name != PIPELINE_FOLDER
     ]
+    # The head-to-head pipeline's results (simulations/head_to_head.py), one folder per
+    # profile: the tables of the most thorough profile that finished.
+    from fl_election.simulations import head_to_head as pipeline
+
+    for profile in PIPELINE_PROFILES:
+        folder = args.outputs / PIPELINE_FOLDER / profile
+        if (folder / "lr.json").exists():
+            spec = pipeline.load_spec()
+            candidates.append(pipeline.tables(spec, profile, folder, args.figures))
+            break
     candidates.append(plot_main_job(args.outputs, args.figures))
     written = [p for p in candidates if p is not None]
     if not written:

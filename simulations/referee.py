@@ -16,7 +16,6 @@ reference that means something only where nodes vote on partitions.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord
 from torch import nn
 

@@ -114,10 +114,11 @@ class ByzflAggregation(Strategy):
     Notes
     -----
     The arrays are aggregated without weights: ByzFL's robust aggregators treat every
-    reply alike, so a node cannot steer them by claiming many examples. Stateful stages
-    (``CenteredClipping`` keeps its centre) advance once per applied round; a round whose
-    aggregate is not finite, or which ByzFL refuses (e.g. ``TrMean`` with ``2f >= m``
-    replies), is declined (``None, None``) and leaves their state as it was.
+    reply alike, so a node cannot steer them by claiming many examples. With fewer replies
+    than ``2f + 1`` (silent nodes), the stages told ``f`` run with the largest ``f`` the
+    replies allow (:func:`fit_to_replies`). Stateful stages (``CenteredClipping`` keeps its
+    centre) advance once per applied round; a round whose aggregate is not finite, or which
+    ByzFL refuses, is declined (``None, None``) and leaves their state as it was.
 
     Examples
     --------
@@ -257,17 +258,20 @@ class ByzflAggregation(Strategy):
     def _robust_aggregate(self, stacked: np.ndarray) -> np.ndarray | None:
         """Run the ByzFL pipeline on ``(m, d)`` vectors; None (state kept) if it fails."""
         saved = copy.deepcopy((self.pre_aggregators, self.aggregator))
+        pre_aggregators, aggregator = fit_to_replies(
+            (self.pre_aggregators, self.aggregator), len(stacked)
+        )
         try:
             vectors = stacked
             with np.errstate(over="ignore", invalid="ignore"):
-                for stage in self.pre_aggregators:
+                for stage in pre_aggregators:
                     vectors = np.asarray(stage(vectors))
                     if vectors.ndim != 2 or vectors.shape[1] != stacked.shape[1]:
                         raise ValueError(
                             f"{_describe(stage)} returned shape {vectors.shape}, "
                             f"not (m, {stacked.shape[1]})"
                         )
-                vector = np.asarray(self.aggregator(vectors), dtype=np.float32).reshape(-1)
+                vector = np.asarray(aggregator(vectors), dtype=np.float32).reshape(-1)
             if vector.shape != (stacked.shape[1],):
                 raise ValueError(
                     f"{_describe(self.aggregator)} returned {vector.size} values, "
@@ -286,6 +290,31 @@ class ByzflAggregation(Strategy):
             )
             return None
         return vector
+
+
+def fit_to_replies(
+    stages: tuple[Sequence[ByzflStage], ByzflStage], num_replies: int
+) -> tuple[list[ByzflStage], ByzflStage]:
+    """Return the stages with every ``f`` lowered to what ``num_replies`` replies allow.
+
+    NNM, ARC and TrMean are told ``f``, the Byzantine count, and TrMean refuses ``m <= 2f``
+    replies. When nodes are silent (a Byzantine that sends nothing, a crash) fewer than
+    ``n`` replies arrive, and a fixed ``f = b`` would decline every round: ``b`` silent
+    Byzantines would stop training. A stage whose ``2f >= m`` runs on a copy with
+    ``f = (m - 1) // 2``, the most any rule can remove from ``m`` replies, so the round is
+    still aggregated as robustly as the replies allow (the fault budget, not the
+    aggregator, decides whether it is applied: :mod:`fl_election.quorum`). Stages without
+    an integer ``f`` (CenteredClipping, GeometricMedian, Median) are returned as they are.
+    """
+
+    def fit(stage: ByzflStage) -> ByzflStage:
+        f = getattr(stage, "f", None)
+        if isinstance(f, int) and 2 * f >= num_replies:
+            stage = copy.copy(stage)
+            stage.f = max(0, (num_replies - 1) // 2)  # type: ignore[attr-defined]
+        return stage
+
+    return [fit(stage) for stage in stages[0]], fit(stages[1])
 
 
 def _nnm_trmean(n: int, b: int) -> ByzflAggregation:

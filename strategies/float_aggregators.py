@@ -21,7 +21,12 @@ from flwr.serverapp.strategy import Strategy
 from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
 from flwr.serverapp.strategy.fedtrimmedavg import trim_mean
 
-from .byzfl_robust import BYZFL_DEFENCES, ByzflAggregation, create_byzfl_aggregator
+from .byzfl_robust import (
+    BYZFL_DEFENCES,
+    ByzflAggregation,
+    create_byzfl_aggregator,
+    fit_to_replies,
+)
 from .flower_robust import FLOWER_STRATEGIES, create_flower_aggregator
 
 __all__ = ["FLOAT_AGGREGATORS", "create_float_aggregator", "vector_oracle"]
@@ -67,7 +72,7 @@ def create_float_aggregator(name: str, num_nodes: int, byzantine_budget: int) ->
 
 
 def _krum_selection(vectors: np.ndarray, f: int, m: int) -> np.ndarray:
-    """Indices of the ``m`` lowest Krum scores (Flower's ``select_multikrum``, on arrays)."""
+    """Return the ``m`` lowest Krum scores' indices (Flower's ``select_multikrum``, on arrays)."""
     norms = np.square(vectors).sum(axis=1)
     distances = norms[:, None] + norms[None, :] - 2 * vectors @ vectors.T
     closest = max(1, len(vectors) - f - 2)
@@ -77,19 +82,19 @@ def _krum_selection(vectors: np.ndarray, f: int, m: int) -> np.ndarray:
 
 def _flower_oracle(name: str, n: int, b: int) -> Oracle:
     def fedavg(x: np.ndarray) -> np.ndarray:
-        return x.mean(axis=0)
+        return np.asarray(x.mean(axis=0))
 
     def fedmedian(x: np.ndarray) -> np.ndarray:
-        return np.median(x, axis=0)
+        return np.asarray(np.median(x, axis=0))
 
     def fedtrimmedavg(x: np.ndarray) -> np.ndarray:
         return np.asarray(trim_mean(x, b / n))
 
     def krum(x: np.ndarray) -> np.ndarray:
-        return x[_krum_selection(x, b, 1)].mean(axis=0)
+        return np.asarray(x[_krum_selection(x, b, 1)].mean(axis=0))
 
     def multikrum(x: np.ndarray) -> np.ndarray:
-        return x[_krum_selection(x, b, n - b)].mean(axis=0)
+        return np.asarray(x[_krum_selection(x, b, n - b)].mean(axis=0))
 
     def bulyan(x: np.ndarray) -> np.ndarray:
         theta = len(x) - 2 * b
@@ -113,7 +118,9 @@ def _byzfl_oracle(strategy: ByzflAggregation) -> Oracle:
     def oracle(x: np.ndarray) -> np.ndarray:
         # A stateful defence (CenteredClipping's centre) is evaluated on a copy: the
         # attacker's trials must not move it.
-        stages = copy.deepcopy((strategy.pre_aggregators, strategy.aggregator))
+        stages = fit_to_replies(
+            copy.deepcopy((strategy.pre_aggregators, strategy.aggregator)), len(x)
+        )
         vectors = np.asarray(x, dtype=np.float32)
         for pre in stages[0]:
             vectors = np.asarray(pre(vectors), dtype=np.float32)

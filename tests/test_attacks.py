@@ -67,6 +67,16 @@ def test_registry_names_match_classes() -> None:
         "gaussian-noise",
         "silent",
         "malformed",
+        # float-only (tests/test_float_attacks.py) and the adaptive sign attack
+        "min-max",
+        "min-sum",
+        "optimal-alie",
+        "optimal-ipm",
+        "mimic",
+        "inf",
+        "sign-flipping",
+        "num-examples-inflation",
+        "min-margin",
     }
     for name, cls in ATTACKS.items():
         assert cls.name == name

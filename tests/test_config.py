@@ -437,12 +437,34 @@ def test_round_timeout_below_one_second_is_refused(timeout):
 
 def shipped_run_configs() -> list[tuple[str, dict]]:
     """Every run config the project ships: conf files, sweep variants, example apps."""
+    from fl_election.simulations import head_to_head
     from fl_election.simulations.sweep import load_sweep
 
     found = [("pyproject.toml", pyproject_defaults())]
     for path in sorted((ROOT / "simulations" / "conf").glob("*.toml")):
         found.append((str(path.relative_to(ROOT)), tomllib.loads(path.read_text())))
+    spec = head_to_head.load_spec()
+    for profile_name, profile in spec["profiles"].items():
+        for point in head_to_head.points(spec):
+            if head_to_head._skipped(spec, point) is not None:
+                continue
+            attacks = {
+                *head_to_head.attacks_of(spec, profile, point, tune=True),
+                *head_to_head.attacks_of(spec, profile, point, tune=False),
+            }
+            for attack in sorted(attacks):
+                for lr in spec["schemes"][point.scheme]["lr"][
+                    :: len(spec["schemes"][point.scheme]["lr"]) - 1
+                ]:
+                    values = head_to_head.overrides(
+                        spec, point, attack, lr, profile["eval-rounds"], profile["eval-milestones"]
+                    )
+                    found.append(
+                        (f"head_to_head.toml:{profile_name}:{point.name}-{attack}", values)
+                    )
     for path in sorted((ROOT / "simulations" / "sweeps").glob("*.toml")):
+        if path == head_to_head.SPEC:
+            continue  # not a sweep.py file: its points are checked above
         sweep = load_sweep(path)
         for name, overrides in sweep["variants"].items():
             found.append((f"{path.relative_to(ROOT)}:{name}", {**sweep["base"], **overrides}))

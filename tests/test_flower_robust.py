@@ -35,8 +35,12 @@ def arrays(d: int = 6) -> ArrayRecord:
     return ArrayRecord({"w": Array(np.zeros(d, dtype=np.float32))})
 
 
-def round_trip(strategy, gradients: dict[int, np.ndarray], nodes=None):
-    """Send round 1 to the nodes, answer with the gradients, return the update."""
+def round_trip(strategy, gradients: dict[int, np.ndarray], nodes=None, claims=None):
+    """Send round 1 to the nodes, answer with the gradients, return the update.
+
+    ``claims``: the ``num-examples`` each node reports (default 1).
+    """
+    claims = claims or {}
     start = arrays(len(next(iter(gradients.values()))))
     grid = FakeGrid(nodes if nodes is not None else list(gradients))
     messages = list(strategy.configure_train(1, start, ConfigRecord(), grid))
@@ -48,7 +52,9 @@ def round_trip(strategy, gradients: dict[int, np.ndarray], nodes=None):
             RecordDict(
                 {
                     "vote": ArrayRecord({"gradient": Array(g.astype(np.float32))}),
-                    "metrics": MetricRecord({"num-examples": 1, "num-coordinates": g.size}),
+                    "metrics": MetricRecord(
+                        {"num-examples": claims.get(node, 1), "num-coordinates": g.size}
+                    ),
                 }
             ),
             reply_to=out[node],
@@ -296,7 +302,10 @@ def test_a_flower_strategy_trains_in_the_harness_with_float_traffic(tmp_path):
     d = first["uplink-bits-per-coordinate"]
     assert d == 32.0  # float32 up
     assert first["downlink-bytes"] >= first["uplink-bytes"]  # the model down, whole
-    assert all(0.0 <= r["vote-error-rate"] <= 1.0 for r in record["rounds"])
+    # one error metric for every scheme; the partition-majority rate only for coded ones
+    assert all(0.0 <= r["weighted-sign-error"] <= 1.0 for r in record["rounds"])
+    assert all(-1.0 <= r["cosine"] <= 1.0 for r in record["rounds"])
+    assert not any("vote-error-rate" in r for r in record["rounds"])
     assert (
         record["code"]["max_load"] == 1
         and record["code"]["certificate"]["verdict"] == "not-certified"
