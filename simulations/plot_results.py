@@ -5,8 +5,8 @@ heatmap (:func:`fl_election.simulations.head_to_head.tables`). For each other
 ``outputs/<sweep>/`` of a grid sweep (schemes x b x attacks) it writes the worst-case
 accuracy table, the cost table and a heatmap (:func:`head_to_head`); for every other
 sweep it plots the test accuracy per round (mean over seeds, with the min-max band) of
-every variant into ``docs/figures/<sweep>.png`` and writes the final accuracies as a markdown table into
-``docs/figures/<sweep>.md``::
+every variant into ``docs/figures/<sweep>.png`` and writes the final accuracies as a
+markdown table into ``docs/figures/<sweep>.md``::
 
     python -m fl_election.simulations.plot_results            # every sweep under outputs/
     python -m fl_election.simulations.plot_results --outputs outputs --figures docs/figures

@@ -1,5 +1,8 @@
-"""CI's reduced head-to-head: the real pipeline (tune, evaluate, tables) on the real spec,
-one scheme of each family, 2 steps per run (the spec's ``ci`` profile)."""
+"""CI's reduced head-to-head: the real pipeline on the real spec, cut to a few schemes.
+
+Tune, evaluate and the tables, one scheme of each family, 2 steps per run (the spec's
+``ci`` profile).
+"""
 
 from __future__ import annotations
 
