@@ -22,6 +22,7 @@ Attacks reach this computation only through :mod:`fl_election.clients.attack_hoo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -528,7 +529,11 @@ def _compute(
     seeds = _compute_seeds(instruction, own)
     num_examples = sum(int(y.shape[0]) for _, y in batches)
     rng = attack_hook.rng if attack_hook is not None else np.random.default_rng(0)
-    if instruction.payload == contract.PAYLOAD_GRADIENT:
+    if instruction.payload == contract.PAYLOAD_GRADIENT and instruction.local_steps > 1:
+        gradients, losses = _local_steps(
+            model, loss_fn, data, instruction, own, augment, parameters, targets_fn
+        )
+    elif instruction.payload == contract.PAYLOAD_GRADIENT:
         gradients, losses = partition_gradients(
             model,
             batches,
@@ -537,6 +542,7 @@ def _compute(
             targets_fn=targets_fn,
             seeds=seeds,
         )
+    if instruction.payload == contract.PAYLOAD_GRADIENT:
         payload = gradients.mean(dim=0).numpy().astype(np.float32)
         beta = instruction.worker_momentum
         if beta > 0.0:
@@ -618,6 +624,59 @@ def _check_float32(parameters: Any) -> None:
             + ": election coding votes on, and the server steps, float32 weights; call "
             "model.float() (the dtype is refused rather than converted silently)"
         )
+
+
+def _local_steps(
+    model: nn.Module,
+    loss_fn: LossFn,
+    data: TrainData,
+    instruction: TrainInstruction,
+    own: list[int],
+    augment: AugmentFn | None,
+    parameters: Sequence[torch.Tensor],
+    targets_fn: TargetsFn | None,
+) -> tuple[torch.Tensor, list[float]]:
+    """FedAvg's local epochs: ``E`` SGD steps, then the pseudo-gradient ``(w_0 - w_E) / lr``.
+
+    Local step ``e`` of round step ``t`` uses the minibatches of step ``t * E + e`` (fresh
+    samples each step, the same for every holder of a partition); the step is plain SGD
+    at the round's lr on the mean gradient of the node's partitions. The parameters are
+    restored afterwards: what the node sends is the difference, as a ``(1, d)`` tensor.
+    """
+    steps, lr = instruction.local_steps, instruction.local_lr
+    start = [p.detach().clone() for p in parameters]
+    losses: list[float] = []
+    try:
+        for e in range(steps):
+            local = dataclasses.replace(instruction, step=instruction.step * steps + e)
+            gradients, step_losses = partition_gradients(
+                model,
+                _batches(data, local, own, augment),
+                loss_fn=loss_fn,
+                parameters=parameters,
+                targets_fn=targets_fn,
+                seeds=_compute_seeds(local, own),
+            )
+            losses += step_losses
+            mean = gradients.mean(dim=0)
+            offset = 0
+            with torch.no_grad():
+                for p in parameters:
+                    size = p.numel()
+                    p.sub_(lr * mean[offset : offset + size].view_as(p).to(p.device))
+                    offset += size
+        with torch.no_grad():
+            moved = torch.cat(
+                [
+                    (s - p.detach()).reshape(-1).to("cpu")
+                    for s, p in zip(start, parameters, strict=True)
+                ]
+            )
+    finally:
+        with torch.no_grad():
+            for s, p in zip(start, parameters, strict=True):
+                p.copy_(s)
+    return (moved / lr).unsqueeze(0), losses
 
 
 def _float_momentum(

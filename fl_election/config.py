@@ -287,6 +287,10 @@ class RunConfig:
         Worker-side momentum, in ``[0, 1)``; 0 disables it. Usually with ``momentum = 0``.
         On sign votes Signum, per partition; on float gradients (Karimireddy et al., ICML
         2021) each node sends ``m = beta m + (1 - beta) g`` instead of ``g``.
+    local_steps : int (default: 1)
+        Float aggregations only: local SGD steps per round (FedAvg's ``E``), each node
+        sending ``(w_0 - w_E) / lr``. In ``[1, 1000]``; attacks that forge from every
+        partition's gradient (omniscient ones) need ``local-steps = 1``.
     num_examples_weights : str (default: "assigned")
         Float aggregators' reply weights: ``assigned`` (the share the server assigned) or
         ``reported`` (the node's own ``num-examples``, as Flower's FedAvg and MultiKrum
@@ -353,6 +357,7 @@ class RunConfig:
     tie_rule: str = "gradient"
     downlink: str = "vote"
     worker_momentum: float = 0.0
+    local_steps: int = 1
     num_examples_weights: str = "assigned"
     resume: bool = False
     track_vote_error: bool = False
@@ -733,6 +738,17 @@ class RunConfig:
         one_of("tie-rule", self.tie_rule, ("gradient", "abstain"))
         one_of("downlink", self.downlink, ("vote", "full"))
         one_of("num-examples-weights", self.num_examples_weights, NUM_EXAMPLES_WEIGHTS)
+        int_in("local-steps", self.local_steps, 1, 1000)
+        if self.local_steps > 1:
+            need(
+                not election,
+                "local-steps > 1 needs a float aggregation (a sign vote is one step)",
+            )
+            need(
+                not (self.byzantine_count and attack_cls.needs_sign_sum),
+                f"attack {self.attack!r} forges from every partition's gradient of one step; "
+                "it needs local-steps = 1",
+            )
         need(
             isinstance(self.worker_momentum, float) and 0.0 <= self.worker_momentum < 1.0,
             f"worker-momentum must be in [0, 1), got {self.worker_momentum}",

@@ -106,6 +106,8 @@ __all__ = [
     "UPDATE_LR",
     "WEIGHT_DECAY",
     "WORKER_MOMENTUM",
+    "LOCAL_STEPS",
+    "LOCAL_LR",
     "DIRICHLET_ALPHA",
     "ContractError",
     "TrainInstruction",
@@ -181,6 +183,12 @@ DOWNLINKS = (DOWNLINK_FULL, DOWNLINK_VOTE)
 #: Worker-side momentum (Signum): each partition votes the sign of its gradient's moving
 #: average with this coefficient, kept per partition in the node state; 0 disables it.
 WORKER_MOMENTUM = "worker-momentum"
+#: Local SGD steps of a float node per round (FedAvg's E): the node steps ``local-steps``
+#: times with ``local-lr`` on successive minibatches of its slice and sends the
+#: pseudo-gradient ``(w_0 - w_E) / local-lr`` (the gradient itself when E = 1).
+LOCAL_STEPS = "local-steps"
+#: The learning rate of the local steps (the server's lr of the round).
+LOCAL_LR = "local-lr"
 #: Label skew of the partitions: Dirichlet concentration, 0 for i.i.d. partitions
 #: (:func:`fl_election.data.partition_indices`).
 DIRICHLET_ALPHA = "dirichlet-alpha"
@@ -292,6 +300,10 @@ class TrainInstruction:
         Signum's coefficient in ``[0, 1)``; 0 votes on plain gradients.
     dirichlet_alpha : float (default: 0.0)
         Label skew of the partitions (Dirichlet concentration); 0 means i.i.d.
+    local_steps : int (default: 1)
+        Local SGD steps of a float node this round (:data:`LOCAL_STEPS`); 1 for sign votes.
+    local_lr : float (default: 0.0)
+        Their learning rate (:data:`LOCAL_LR`); needed when ``local_steps > 1``.
     tied_keys : tuple[tuple[str, tuple[str, ...]], ...] (default: ())
         The server's tied weights: each voted key with the other state-dict names of its
         tensor (:func:`tied_keys`, as pairs). The node refuses when its model ties
@@ -315,6 +327,8 @@ class TrainInstruction:
     downlink: str = DOWNLINK_FULL
     worker_momentum: float = 0.0
     dirichlet_alpha: float = 0.0
+    local_steps: int = 1
+    local_lr: float = 0.0
     tied_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def __post_init__(self) -> None:
@@ -348,6 +362,12 @@ class TrainInstruction:
             raise ContractError(f"{WORKER_MOMENTUM!r} must be in [0, 1)")
         if not 0.0 <= self.dirichlet_alpha < float("inf"):
             raise ContractError(f"{DIRICHLET_ALPHA!r} must be finite and >= 0")
+        if self.local_steps < 1:
+            raise ContractError(f"{LOCAL_STEPS!r} must be >= 1, got {self.local_steps}")
+        if self.local_steps > 1 and self.payload != PAYLOAD_GRADIENT:
+            raise ContractError(f"{LOCAL_STEPS!r} > 1 needs a float gradient payload")
+        if self.local_steps > 1 and not 0.0 < self.local_lr < float("inf"):
+            raise ContractError(f"{LOCAL_LR!r} must be finite and > 0 with local steps")
         if not 0.0 <= self.weight_decay < float("inf"):
             raise ContractError(f"{WEIGHT_DECAY!r} must be finite and >= 0")
         overlap = sorted(set(self.vote_keys) & set(self.buffer_keys))
@@ -381,6 +401,8 @@ class TrainInstruction:
             DOWNLINK: self.downlink,
             WORKER_MOMENTUM: self.worker_momentum,
             DIRICHLET_ALPHA: self.dirichlet_alpha,
+            LOCAL_STEPS: self.local_steps,
+            LOCAL_LR: self.local_lr,
             TIED_KEYS: [name for v, names in self.tied_keys for a in names for name in (v, a)],
         }
 
@@ -429,6 +451,8 @@ class TrainInstruction:
             downlink=str(config.get(DOWNLINK, DOWNLINK_FULL)),
             worker_momentum=_float(config, WORKER_MOMENTUM),
             dirichlet_alpha=_float(config, DIRICHLET_ALPHA),
+            local_steps=_int(config, LOCAL_STEPS, 1) if LOCAL_STEPS in config else 1,
+            local_lr=_float(config, LOCAL_LR),
             tied_keys=_tied_from_config(config),
         )
 

@@ -78,6 +78,7 @@ def build_strategy(
         "downlink": cfg.downlink,
         "worker_momentum": cfg.worker_momentum,
         "dirichlet_alpha": cfg.dirichlet_alpha,
+        "local_steps": cfg.local_steps,
         "trainable_keys": trainable_keys,
         "tied_keys": tied,
         "evaluate_every": cfg.client_eval_every,

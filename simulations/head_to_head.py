@@ -93,8 +93,10 @@ def points(spec: dict[str, Any]) -> list[Point]:
     out = []
     for scheme in spec["schemes"]:
         settings = list(spec["settings"]) if is_float(spec, scheme) else ["coded"]
+        # A scheme with `attacked = false` is in the cost table only (b = 0).
+        attacked = spec["schemes"][scheme].get("attacked", True)
         for setting in settings:
-            for b in (0, *spec["byzantine-counts"]):
+            for b in (0, *(spec["byzantine-counts"] if attacked else ())):
                 out.append(Point(scheme, setting, b))
     return out
 
@@ -113,7 +115,7 @@ def overrides(
     spec: dict[str, Any], point: Point, attack: str, lr: float, rounds: int, milestones: str
 ) -> dict[str, Any]:
     """Return the run config of one run: base, scheme, setting, attack, lr, length."""
-    scheme = {k: v for k, v in spec["schemes"][point.scheme].items() if k != "lr"}
+    scheme = {k: v for k, v in spec["schemes"][point.scheme].items() if k not in ("lr", "attacked")}
     values = {**spec["base"], **scheme, **spec["settings"].get(point.setting, {})}
     values.update({k: v for k, v in spec["attacks"][attack].items()})
     if values.get("attack-z") == "baruch":
@@ -390,6 +392,9 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
                 if p.name in skipped:
                     row.append("n/a")
                     continue
+                if p.name not in cells:
+                    row.append("-")  # a cost-only scheme
+                    continue
                 value, worst, _ = cells[p.name]
                 row.append(f"{value:.3f}" + (f" ({worst})" if worst and worst != "none" else ""))
             lines.append("| " + " | ".join(row) + " |")
@@ -406,12 +411,12 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
         for s in list(spec["settings"]) if is_float(spec, scheme) else ["coded"]:
             row = [scheme, s]
             for b in budgets:
-                c = chosen.get(Point(scheme, s, b).name)
-                row.append(
-                    "n/a"
-                    if c is None or Point(scheme, s, b).name in skipped
-                    else f"{c['lr']:g}" + ("*" if c["edge"] else "")
-                )
+                name = Point(scheme, s, b).name
+                c = chosen.get(name)
+                if name in skipped or c is None:
+                    row.append("n/a" if name in skipped else "-")
+                    continue
+                row.append(f"{c['lr']:g}" + ("*" if c["edge"] else ""))
             lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     # error metrics at b = 6, worst attack, and honest b = 0
@@ -431,6 +436,9 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
         row = [scheme]
         for b in (0, 6):
             p = Point(scheme, s, b)
+            if p.name not in cells and p.name not in skipped:
+                row += (["-"] * 3) if b == 0 else ["-", "", "", ""]
+                continue
             if p.name in skipped:
                 row += (["n/a"] * 3) if b == 0 else ["n/a", "", "", ""]
                 continue

@@ -168,6 +168,9 @@ class DirectionStrategy(FedAvg):
     dirichlet_alpha : float (default: 0.0)
         Label skew of the partitions, sent to every node (Dirichlet concentration,
         :func:`fl_election.data.dirichlet_partition_indices`); 0 means i.i.d.
+    local_steps : int (default: 1)
+        Float gradients only: local SGD steps per round at the round's lr (FedAvg's
+        ``E``); each node sends the pseudo-gradient ``(w_0 - w_E) / lr``.
     evaluate_every : int (default: 0)
         Federated evaluation every this many rounds; 0 disables it.
     node_wait_timeout : float (default: 300.0)
@@ -204,6 +207,7 @@ class DirectionStrategy(FedAvg):
         downlink: str = contract.DOWNLINK_VOTE,
         worker_momentum: float = 0.0,
         dirichlet_alpha: float = 0.0,
+        local_steps: int = 1,
         evaluate_every: int = 0,
         node_wait_timeout: float = 300.0,
     ) -> None:
@@ -309,6 +313,11 @@ class DirectionStrategy(FedAvg):
         self.tie_rule = tie_rule
         self.worker_momentum = worker_momentum
         self.dirichlet_alpha = dirichlet_alpha
+        if not isinstance(local_steps, int) or local_steps < 1:
+            raise ValueError(f"local_steps must be an integer >= 1, got {local_steps!r}")
+        if local_steps > 1 and self.payload != contract.PAYLOAD_GRADIENT:
+            raise ValueError("local_steps > 1 needs float gradients (sign votes take one step)")
+        self.local_steps = local_steps
         self._holds: dict[int, int] = {}
         self._fingerprint = 0
         self._has_update = False
@@ -548,6 +557,8 @@ class DirectionStrategy(FedAvg):
             downlink=self.downlink,
             worker_momentum=self.worker_momentum,
             dirichlet_alpha=self.dirichlet_alpha,
+            local_steps=self.local_steps,
+            local_lr=self.current_lr(server_round) if self.local_steps > 1 else 0.0,
             tied_keys=tuple(self.tied_keys.items()),
         )
 

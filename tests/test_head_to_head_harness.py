@@ -279,3 +279,37 @@ def test_the_tuner_marks_a_best_lr_at_the_ladders_end(tmp_path):
     _fake_tuning_results(tmp_path / "tune", spec, lambda lr: lr)
     chosen = head_to_head.tune(spec, spec["profiles"]["ci"], tmp_path, jobs=1)
     assert chosen["mv-coded-b0"]["lr"] == 0.7 and chosen["mv-coded-b0"]["edge"]
+
+
+# ------------------------------------------------------------------ local steps (FedAvg's E)
+
+
+def test_local_steps_send_the_pseudo_gradient_of_several_sgd_steps(tmp_path):
+    def run(steps: int) -> dict:
+        return run_inprocess(
+            small(
+                tmp_path / str(steps),
+                aggregation="fedavg",
+                byzantine_count=0,
+                attack="none",
+                local_steps=steps,
+            )
+        )
+
+    # one step sends the step's honest mean gradient; three send (w_0 - w_3) / lr, which
+    # leaves its direction
+    assert run(1)["rounds"][0]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert run(3)["rounds"][0]["cosine"] < 0.999
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"local-steps": 0}, "local-steps"),
+        ({"local-steps": 5}, "float aggregation"),
+        ({"local-steps": 5, "aggregation": "fedavg", "attack": "ipm"}, "local-steps = 1"),
+    ],
+)
+def test_local_steps_are_checked_before_training(values, key):
+    with pytest.raises(ValueError, match=key):
+        RunConfig.from_run_config(values)
