@@ -160,8 +160,13 @@ def test_a_reply_with_an_error_is_skipped():
 
 def test_a_round_byzfl_refuses_is_declined_and_leaves_the_state():
     strategy = create_byzfl_aggregator("nnm-trmean", N, B)
-    x = stack_with_outlier()[:4]  # TrMean(f=2) needs more than 2f = 4
-    assert strategy.aggregate_train(1, gradient_replies(x)) == (None, None)
+    x = stack_with_outlier()[:4]  # TrMean(f=2) needs more than 2f = 4: f is fitted to 1
+    arrays, _ = strategy.aggregate_train(1, gradient_replies(x))
+    assert arrays is not None
+    fitted = byzfl.TrMean(f=1)(byzfl.NNM(f=1)(x.copy()))
+    np.testing.assert_allclose(arrays[contract.GRADIENT].numpy(), fitted, atol=1e-6)
+    huge = np.full_like(x, 3e38)  # finite replies whose aggregate is not: declined
+    assert strategy.aggregate_train(1, gradient_replies(huge)) == (None, None)
     # A stage that fails after a stateful one ran: the state is rolled back.
     broken = ByzflAggregation(FedAvg(), byzfl.Median(), [byzfl.CenteredClipping()])
     assert broken.aggregate_train(1, gradient_replies(x)) == (None, None)  # (d,), not (m, d)
@@ -229,8 +234,6 @@ def test_the_oracle_is_the_strategys_own_aggregation():
     bulyan = vector_aggregate(create_flower_aggregator("bulyan", 7, 1))
     with pytest.raises(ValueError, match="declined"):
         bulyan(x[:5])  # fewer than 4b + 3
-    with pytest.raises(ValueError, match="declined"):
-        vector_aggregate(create_byzfl_aggregator("nnm-trmean", N, B))(x[:4])
 
 
 class FakeGrid:

@@ -220,7 +220,7 @@ def final_model(folder: Path) -> dict[str, np.ndarray]:
 
 def train_rows(record: dict[str, Any], start: int) -> list[dict[str, Any]]:
     """Per-round train metrics from round ``start`` on, without the varying ones."""
-    ignored = ("compute-time", "downlink-bytes")
+    ignored = ("compute-time", "downlink-bytes", "wire-down-bytes", "wire-up-bytes")
     return [
         {k: v for k, v in row.items() if k not in ignored}
         for row in record["rounds"]
