@@ -276,8 +276,10 @@ def _reuse_tuning_run(cfg: RunConfig, tune_folder: Path, tune_name: str) -> None
         return
     record = json.loads(source.read_text())
     wanted = cfg.to_run_config()
+    # through RunConfig: a key added since the tuning run was written takes its default
+    ran = RunConfig.from_run_config(record["config"]).to_run_config()
     ignored = ("run-name", "output-dir")
-    if {k: v for k, v in record["config"].items() if k not in ignored} == {
+    if {k: v for k, v in ran.items() if k not in ignored} == {
         k: v for k, v in wanted.items() if k not in ignored
     }:
         record["config"] = wanted
