@@ -313,3 +313,12 @@ def test_local_steps_send_the_pseudo_gradient_of_several_sgd_steps(tmp_path):
 def test_local_steps_are_checked_before_training(values, key):
     with pytest.raises(ValueError, match=key):
         RunConfig.from_run_config(values)
+
+
+def test_the_head_to_head_runs_alie_at_baruchs_z_for_each_b():
+    spec = head_to_head.load_spec()
+    for b, z in ((1, 0.08), (3, 0.43), (6, 1.11)):
+        point = head_to_head.Point("krum", "equal-batch", b)
+        values = head_to_head.overrides(spec, point, "alie", 0.1, 10, "5")
+        assert values["attack-z"] == pytest.approx(z, abs=0.01)
+        assert values["byzantine-count"] == b and values["lr"] == 0.1
