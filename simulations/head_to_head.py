@@ -451,6 +451,9 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
                 row += ["", "", ""]
                 continue
             rec = _records(folder, [f"{p.name}-{attack}-seed0"])[0]
+            if "final" not in rec:
+                row += ["failed closed (diverged)", "", ""]
+                continue
             for key in ("weighted-sign-error", "cosine", "vote-error-rate"):
                 metric = _mean_metric(rec, key)
                 row.append("" if metric is None else f"{metric:.3f}")
