@@ -41,6 +41,7 @@ from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from flwr.app import (
     Array,
     ArrayRecord,
@@ -258,25 +259,8 @@ class ByzflAggregation(Strategy):
     def _robust_aggregate(self, stacked: np.ndarray) -> np.ndarray | None:
         """Run the ByzFL pipeline on ``(m, d)`` vectors; None (state kept) if it fails."""
         saved = copy.deepcopy((self.pre_aggregators, self.aggregator))
-        pre_aggregators, aggregator = fit_to_replies(
-            (self.pre_aggregators, self.aggregator), len(stacked)
-        )
         try:
-            vectors = stacked
-            with np.errstate(over="ignore", invalid="ignore"):
-                for stage in pre_aggregators:
-                    vectors = np.asarray(stage(vectors))
-                    if vectors.ndim != 2 or vectors.shape[1] != stacked.shape[1]:
-                        raise ValueError(
-                            f"{_describe(stage)} returned shape {vectors.shape}, "
-                            f"not (m, {stacked.shape[1]})"
-                        )
-                vector = np.asarray(aggregator(vectors), dtype=np.float32).reshape(-1)
-            if vector.shape != (stacked.shape[1],):
-                raise ValueError(
-                    f"{_describe(self.aggregator)} returned {vector.size} values, "
-                    f"not d = {stacked.shape[1]}"
-                )
+            vector = run_stages(self.pre_aggregators, self.aggregator, stacked)
             if not np.all(np.isfinite(vector)):
                 raise ValueError("the aggregate is not finite in float32")
         except ValueError as exc:
@@ -290,6 +274,39 @@ class ByzflAggregation(Strategy):
             )
             return None
         return vector
+
+
+def run_stages(
+    pre_aggregators: Sequence[ByzflStage], aggregator: ByzflStage, stacked: np.ndarray
+) -> npt.NDArray[np.float32]:
+    """Return the ``(d,)`` float32 aggregate of ``(m, d)`` vectors by the ByzFL stages.
+
+    The stages told ``f`` run with the ``f`` the ``m`` rows allow (:func:`fit_to_replies`);
+    stateful stages advance (the caller runs a copy to leave them). The one pipeline of the
+    server (:meth:`ByzflAggregation.aggregate_train`) and of the attacker's oracle
+    (:func:`~fl_election.strategies.vector_oracle`).
+
+    Raises
+    ------
+    ValueError
+        When ByzFL refuses the rows or a stage returns the wrong shape.
+    """
+    pre_aggregators, aggregator = fit_to_replies((pre_aggregators, aggregator), len(stacked))
+    vectors = stacked
+    with np.errstate(over="ignore", invalid="ignore"):
+        for stage in pre_aggregators:
+            vectors = np.asarray(stage(vectors))
+            if vectors.ndim != 2 or vectors.shape[1] != stacked.shape[1]:
+                raise ValueError(
+                    f"{_describe(stage)} returned shape {vectors.shape}, "
+                    f"not (m, {stacked.shape[1]})"
+                )
+        vector = np.asarray(aggregator(vectors), dtype=np.float32).reshape(-1)
+    if vector.shape != (stacked.shape[1],):
+        raise ValueError(
+            f"{_describe(aggregator)} returned {vector.size} values, not d = {stacked.shape[1]}"
+        )
+    return vector
 
 
 def fit_to_replies(

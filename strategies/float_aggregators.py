@@ -25,7 +25,7 @@ from .byzfl_robust import (
     BYZFL_DEFENCES,
     ByzflAggregation,
     create_byzfl_aggregator,
-    fit_to_replies,
+    run_stages,
 )
 from .flower_robust import FLOWER_STRATEGIES, create_flower_aggregator
 
@@ -118,13 +118,8 @@ def _byzfl_oracle(strategy: ByzflAggregation) -> Oracle:
     def oracle(x: np.ndarray) -> np.ndarray:
         # A stateful defence (CenteredClipping's centre) is evaluated on a copy: the
         # attacker's trials must not move it.
-        stages = fit_to_replies(
-            copy.deepcopy((strategy.pre_aggregators, strategy.aggregator)), len(x)
-        )
-        vectors = np.asarray(x, dtype=np.float32)
-        for pre in stages[0]:
-            vectors = np.asarray(pre(vectors), dtype=np.float32)
-        return np.asarray(stages[1](vectors))
+        pre_aggregators, aggregator = copy.deepcopy((strategy.pre_aggregators, strategy.aggregator))
+        return run_stages(pre_aggregators, aggregator, x)
 
     return oracle
 
