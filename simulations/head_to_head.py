@@ -152,11 +152,8 @@ def _run_all(configs: list[RunConfig], jobs: int) -> None:
 
 
 def _final(folder: Path, name: str) -> float:
-    """Return the final test accuracy of one run; a run that stopped (failed closed) scores 0."""
-    record = json.loads((folder / f"{name}.json").read_text())
-    if "final" not in record:
-        return 0.0
-    return float(record["final"]["test-accuracy"])
+    """Return the final test accuracy of one run (:func:`_accuracy`)."""
+    return _accuracy(json.loads((folder / f"{name}.json").read_text()))
 
 
 def _lr_name(lr: float) -> str:
@@ -293,6 +290,7 @@ def _records(folder: Path, names: Iterable[str]) -> list[dict[str, Any]]:
 
 
 def _accuracy(record: dict[str, Any]) -> float:
+    """Return a run's final test accuracy; a run that stopped (failed closed) scores 0."""
     return float(record["final"]["test-accuracy"]) if "final" in record else 0.0
 
 
@@ -358,8 +356,9 @@ def tables(spec: dict[str, Any], profile_name: str, out: Path, figures: Path) ->
     chosen = json.loads((out / "lr.json").read_text())
     budgets = [0, *spec["byzantine-counts"]]
     every = points(spec)
-    runnable = [p for p in every if _skipped(spec, p) is None]
-    skipped = {p.name: _skipped(spec, p) for p in every if p not in runnable}
+    why = {p.name: _skipped(spec, p) for p in every}  # one config check per point
+    runnable = [p for p in every if why[p.name] is None]
+    skipped = {name: reason for name, reason in why.items() if reason is not None}
     cells = {p.name: _cell(spec, profile, folder, p) for p in runnable}
     lines = [
         f"Profile `{profile_name}`: tuned on seed 0, {profile['tune-rounds']} steps; evaluated "
@@ -511,7 +510,7 @@ def _heatmap(
     spec: dict[str, Any],
     profile: dict[str, Any],
     cells: dict[str, tuple[float, str, dict[str, float]]],
-    skipped: dict[str, str | None],
+    skipped: dict[str, str],
     path: Path,
 ) -> None:
     """Accuracy per scheme and attack at b = 6 (float schemes at equal compute)."""

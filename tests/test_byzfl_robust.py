@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from uuid import uuid4
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from flwr.app import (
 )
 from flwr.serverapp.exception import InconsistentMessageReplies
 from flwr.serverapp.strategy import FedAvg
+from test_flower_robust import round_trip
 
 from fl_election import contract
 from fl_election.strategies import (
@@ -236,14 +236,6 @@ def test_the_oracle_is_the_strategys_own_aggregation():
         bulyan(x[:5])  # fewer than 4b + 3
 
 
-class FakeGrid:
-    def __init__(self, node_ids):
-        self.node_ids = list(node_ids)
-
-    def get_node_ids(self):
-        return list(self.node_ids)
-
-
 def test_a_byzfl_defence_plugs_into_the_harness():
     n, b = 7, 2
     strategy = FlowerRobust(
@@ -257,24 +249,7 @@ def test_a_byzfl_defence_plugs_into_the_harness():
     )
     x = stack_with_outlier(5, m=n, d=6)
     gradients = {10 + i: g for i, g in enumerate(x)}
-    start = ArrayRecord({"w": Array(np.zeros(6, dtype=np.float32))})
-    messages = list(strategy.configure_train(1, start, ConfigRecord(), FakeGrid(gradients)))
-    for m in messages:
-        m.metadata.__dict__["_message_id"] = str(uuid4())
-    out = {m.metadata.dst_node_id: m for m in messages}
-    replies = [
-        Message(
-            RecordDict(
-                {
-                    "vote": ArrayRecord({"gradient": Array(g.astype(np.float32))}),
-                    "metrics": MetricRecord({"num-examples": 1, "num-coordinates": g.size}),
-                }
-            ),
-            reply_to=out[node],
-        )
-        for node, g in gradients.items()
-    ]
-    new, metrics = strategy.aggregate_train(1, replies)
+    new, metrics = round_trip(strategy, gradients)
     assert metrics["applied"] == 1
     step = -new["w"].numpy()  # lr 1, no momentum: w = -direction
     np.testing.assert_allclose(step, run_reference("nnm-trmean", b, x), atol=1e-5)
